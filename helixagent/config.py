@@ -1,0 +1,157 @@
+"""Typed configuration: defaults < ``configs/messaging.yaml`` < environment, parsed once.
+
+Only this module reads the YAML file and the environment variables it documents; everything
+else asks :func:`get_config`. A bad value fails start-up with a :class:`ConfigError` that names
+the key and what it accepts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = BASE_DIR / "configs" / "messaging.yaml"
+
+MODES = ("legacy", "dual_write", "messaging")
+BROKERS = ("rabbitmq", "kafka")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or out of range; the message names the key."""
+
+
+@dataclass(frozen=True)
+class MigrationConfig:
+    mode: str = "legacy"
+    consumer_rabbitmq_percent: int = 0
+
+
+@dataclass(frozen=True)
+class MessagingConfig:
+    broker: str = "rabbitmq"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    visibility_timeout: float = 30.0
+    claim_batch: int = 10
+    poll_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class TasksConfig:
+    stuck_threshold: float = 60.0
+    heartbeat_interval: float = 5.0
+    dispatch_interval: float = 1.0
+    default_max_retries: int = 3
+    retry_backoff_base: float = 2.0
+    retry_backoff_max: float = 300.0
+    default_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str = ""
+    migration: MigrationConfig = field(default_factory=MigrationConfig)
+    messaging: MessagingConfig = field(default_factory=MessagingConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+
+    @property
+    def uses_postgresql(self) -> bool:
+        return self.database_url.startswith(("postgres://", "postgresql://"))
+
+
+#: environment variable → (section, key); applied after the YAML file.
+ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
+    "DATABASE_URL": (None, "database_url"),
+    "MIGRATION_MODE": ("migration", "mode"),
+    "CONSUMER_RABBITMQ_PERCENT": ("migration", "consumer_rabbitmq_percent"),
+    "MESSAGING_BROKER": ("messaging", "broker"),
+    "RABBITMQ_URL": ("messaging", "rabbitmq_url"),
+    "KAFKA_BOOTSTRAP_SERVERS": ("messaging", "kafka_bootstrap_servers"),
+    "HELIX_VISIBILITY_TIMEOUT": ("queue", "visibility_timeout"),
+    "HELIX_POLL_INTERVAL": ("queue", "poll_interval"),
+    "HELIX_STUCK_THRESHOLD": ("tasks", "stuck_threshold"),
+    "HELIX_HEARTBEAT_INTERVAL": ("tasks", "heartbeat_interval"),
+    "HELIX_DISPATCH_INTERVAL": ("tasks", "dispatch_interval"),
+    "HELIX_RETRY_BACKOFF_BASE": ("tasks", "retry_backoff_base"),
+}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Convert ``value`` to the type of ``default`` or raise a ConfigError naming ``key``."""
+    kind = type(default)
+    try:
+        if kind is bool:
+            return str(value).lower() in ("1", "true", "yes", "on")
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}") from None
+
+
+def _section(cls: type, name: str, raw: dict[str, Any]) -> Any:
+    defaults = cls()
+    values = {}
+    known = {f.name for f in fields(cls)}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown key; known keys are {sorted(known)}")
+        values[key] = _coerce(f"{name}.{key}", value, getattr(defaults, key))
+    return replace(defaults, **values)
+
+
+def _validate(config: Config) -> None:
+    if config.migration.mode not in MODES:
+        raise ConfigError(f"migration.mode: {config.migration.mode!r} is not one of {MODES}")
+    if not 0 <= config.migration.consumer_rabbitmq_percent <= 100:
+        raise ConfigError("migration.consumer_rabbitmq_percent: must be between 0 and 100")
+    if config.messaging.broker not in BROKERS:
+        raise ConfigError(f"messaging.broker: {config.messaging.broker!r} is not one of {BROKERS}")
+    if config.database_url and not config.database_url.startswith(
+        ("postgres://", "postgresql://", "sqlite://")
+    ):
+        raise ConfigError("database_url: must start with postgresql:// or sqlite://")
+    if config.queue.visibility_timeout <= 0 or config.queue.claim_batch < 1:
+        raise ConfigError("queue.visibility_timeout and queue.claim_batch: must be positive")
+
+
+def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Build the configuration from defaults, the YAML file and the environment."""
+    environ = dict(os.environ if environ is None else environ)
+    path = Path(environ.get("HELIX_CONFIG", path or DEFAULT_CONFIG_FILE))
+    raw: dict[str, Any] = {}
+    if path.exists():
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    sections = {name: dict(raw.pop(name, None) or {}) for name in ("migration", "messaging", "queue", "tasks")}
+    top = {k: raw.pop(k) for k in list(raw) if k == "database_url"}
+    if raw:
+        raise ConfigError(f"{sorted(raw)}: unknown top-level keys in {path.name}")
+    for env_name, (section, key) in ENV_OVERRIDES.items():
+        if env_name in environ:
+            (sections[section] if section else top)[key] = environ[env_name]
+    config = Config(
+        database_url=str(top.get("database_url") or ""),
+        migration=_section(MigrationConfig, "migration", sections["migration"]),
+        messaging=_section(MessagingConfig, "messaging", sections["messaging"]),
+        queue=_section(QueueConfig, "queue", sections["queue"]),
+        tasks=_section(TasksConfig, "tasks", sections["tasks"]),
+    )
+    _validate(config)
+    return config
+
+
+@lru_cache(maxsize=1)
+def get_config() -> Config:
+    """The process-wide configuration, loaded on first use."""
+    return load_config()

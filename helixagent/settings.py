@@ -1,0 +1,153 @@
+"""Django settings. Every tunable value comes from :mod:`helixagent.config`; no secrets here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from helixagent.config import BASE_DIR, get_config
+
+CONFIG = get_config()
+VAR_DIR = Path(os.environ.get("HELIX_VAR_DIR", BASE_DIR / "var"))
+LOG_DIR = Path(os.environ.get("HELIX_LOG_DIR", BASE_DIR / "logs"))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+LOG_DIR.mkdir(parents=True, exist_ok=True)
+
+# A per-checkout key is generated on first start; set DJANGO_SECRET_KEY in production.
+_key_file = VAR_DIR / "secret_key"
+if "DJANGO_SECRET_KEY" not in os.environ and not _key_file.exists():
+    from django.core.management.utils import get_random_secret_key
+
+    _key_file.write_text(get_random_secret_key())
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or _key_file.read_text().strip()
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+
+
+def database_settings(url: str) -> dict[str, Any]:
+    """Translate ``database_url`` into a Django DATABASES entry (SQLite when empty)."""
+    if not url or url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite:///") if url else str(VAR_DIR / "helixagent.sqlite3")
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": path,
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
+        }
+    parts = urlparse(url)
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "127.0.0.1",
+        "PORT": str(parts.port or 5432),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+        "OPTIONS": {"connect_timeout": 5},
+    }
+
+
+DATABASES = {"default": database_settings(CONFIG.database_url)}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "tasks",
+    "migration",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "tasks.api.errors.DatabaseUnavailableMiddleware",
+]
+
+ROOT_URLCONF = "helixagent.urls"
+WSGI_APPLICATION = "helixagent.wsgi.application"
+ASGI_APPLICATION = "helixagent.asgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+STATIC_URL = "static/"
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["tasks.api.auth.BearerTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "tasks.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "HelixAgent API",
+    "DESCRIPTION": "Submit background tasks and follow them; operate the queue migration.",
+    "VERSION": "1.0.0",
+}
+# Payloads are limited to 1 MiB by the API itself (with a message naming the field).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
+
+# Celery: the broker is the PostgreSQL (or embedded SQLite) queue transport of migration.pgqueue.
+CELERY_BROKER_URL = "pgqueue://"
+_db = DATABASES["default"]
+QUEUE_DSN = CONFIG.database_url if CONFIG.uses_postgresql else f"sqlite:///{_db['NAME']}"
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "dsn": QUEUE_DSN,
+    "visibility_timeout": CONFIG.queue.visibility_timeout,
+    "claim_batch": CONFIG.queue.claim_batch,
+    "polling_interval": CONFIG.queue.poll_interval,
+}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_TASK_SEND_SENT_EVENT = False
+CELERY_TASK_DEFAULT_QUEUE = "helixagent.tasks.background"
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "helixagent.logging.JsonFormatter"}},
+    "handlers": {
+        "file": {"class": "logging.handlers.WatchedFileHandler", "filename": str(LOG_DIR / "helixagent.log"), "formatter": "json"},
+        "console": {"class": "logging.StreamHandler", "formatter": "json"},
+    },
+    "loggers": {
+        "helixagent": {"handlers": ["file", "console"], "level": os.environ.get("HELIX_LOG_LEVEL", "INFO"), "propagate": False},
+    },
+}
+
+# The `notify` task type sends through this backend; the default writes files under var/mail.
+EMAIL_BACKEND = os.environ.get("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = str(VAR_DIR / "mail")
+DEFAULT_FROM_EMAIL = os.environ.get("DJANGO_DEFAULT_FROM_EMAIL", "helixagent@localhost")

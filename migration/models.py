@@ -1,0 +1,46 @@
+"""Tables of the PostgreSQL queue. The transport reads and writes them with the SQL in
+:mod:`migration.pgqueue.sql`; the models exist so ``manage.py migrate`` creates them."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class QueueMessage(models.Model):
+    """A message waiting in (or leased from) a queue. Deleted when acknowledged."""
+
+    id = models.BigAutoField(primary_key=True)
+    queue = models.CharField(max_length=200)
+    priority = models.SmallIntegerField(default=0)
+    payload = models.TextField()
+    #: epoch seconds from which the message can be claimed; a claim moves it forward (the lease).
+    visible_at = models.FloatField()
+    delivery_count = models.IntegerField(default=0)
+    #: epoch seconds after which the message is dropped (queues with a message TTL, e.g. events).
+    expires_at = models.FloatField(null=True)
+    created_at = models.FloatField()
+
+    class Meta:
+        db_table = "helix_queue_message"
+        indexes = [models.Index(fields=["queue", "-priority", "id"], name="helix_queue_claim")]
+
+
+class QueueBinding(models.Model):
+    """An exchange → queue binding, shared by every process (events, pidbox, Flower)."""
+
+    exchange = models.CharField(max_length=200)
+    exchange_type = models.CharField(max_length=20, default="direct")
+    routing_key = models.CharField(max_length=200, default="")
+    pattern = models.CharField(max_length=200, default="")
+    queue = models.CharField(max_length=200)
+    #: message TTL of the queue in seconds (``x-message-ttl``), if any.
+    message_ttl = models.FloatField(null=True)
+    #: the binding and its messages go when no consumer has touched it for this long (``x-expires``).
+    expires = models.FloatField(null=True)
+    last_seen = models.FloatField()
+
+    class Meta:
+        db_table = "helix_queue_binding"
+        constraints = [
+            models.UniqueConstraint(fields=["exchange", "routing_key", "queue"], name="helix_queue_binding_unique")
+        ]

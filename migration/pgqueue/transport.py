@@ -1,0 +1,311 @@
+"""kombu transport on a PostgreSQL queue table (SQLite for the embedded default).
+
+Features:
+    * claims with ``FOR UPDATE SKIP LOCKED``, in batches of up to ``claim_batch`` messages when
+      the consumer's prefetch window has room for them;
+    * ``LISTEN/NOTIFY`` wake-up, so an idle worker starts a new message at once; polling every
+      ``polling_interval`` seconds remains as the safety net (SQLite only polls);
+    * acknowledgement deletes the row, so the table holds only live messages;
+    * a visibility timeout: a claimed message is leased for ``visibility_timeout`` seconds and the
+      consumer renews the lease while it holds it; a consumer that dies stops renewing, and the
+      message is delivered again;
+    * direct, topic and fanout exchanges with bindings stored in the database, so Celery events,
+      ``celery inspect`` and Flower work across processes; queue TTL and expiry arguments
+      (``x-message-ttl``, ``x-expires``) are honoured;
+    * reconnection: database errors are connection errors, so Celery reconnects by itself.
+
+Connection URL: ``pgqueue://``. The database comes from the transport options.
+
+Transport options:
+    * ``dsn`` -- ``postgresql://user:pass@host:port/db`` or ``sqlite:///path`` (required).
+    * ``visibility_timeout`` -- lease of a claimed message in seconds (default 30).
+    * ``claim_batch`` -- most messages claimed per round trip (default 10).
+    * ``polling_interval`` -- longest wait between claims when idle, in seconds (default 1).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sqlite3
+import time
+from collections import deque
+from typing import Any
+
+import psycopg
+from kombu.transport import virtual
+from kombu.utils.json import loads
+
+from helixagent.logging import get_logger
+from migration.pgqueue.store import Claimed, QueueStore, Waiter, open_store, open_waiter
+
+log = get_logger("pgqueue")
+Empty = virtual.Empty
+#: how often bindings are re-read from the database by a publishing process.
+BINDINGS_TTL = 2.0
+#: how often expired messages and abandoned queues are swept.
+SWEEP_INTERVAL = 30.0
+
+
+def row_id(delivery_tag: str) -> int:
+    """The queue row of a delivery tag (``"<row id>.<delivery count>"``)."""
+    return int(str(delivery_tag).split(".", 1)[0])
+
+
+class QoS(virtual.QoS):
+    """Acks delete the row; rejects and restores release the lease instead of copying the message."""
+
+    def ack(self, delivery_tag: str) -> None:
+        self.channel.store.ack([row_id(delivery_tag)])
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            self.channel.store.release([row_id(delivery_tag)])
+        else:
+            self.channel.store.ack([row_id(delivery_tag)])
+        self._quick_ack(delivery_tag)
+
+    def held_ids(self) -> list[int]:
+        """Rows delivered to the application and not yet acknowledged."""
+        return [row_id(tag) for tag in list(self._delivered) if tag not in self._dirty]
+
+    def restore_unacked(self) -> list[Any]:
+        self._flush()
+        ids = self.held_ids()
+        self._delivered.clear()
+        if ids:
+            try:
+                self.channel.store.release(ids)
+            except Exception:  # the database is gone: the leases expire by themselves
+                log.warning("pgqueue.release_failed", extra={"count": len(ids)})
+        return []
+
+
+class Channel(virtual.Channel):
+    """One consumer/producer session on the queue tables."""
+
+    QoS = QoS
+    supports_fanout = True
+    do_restore = True
+    from_transport_options = (*virtual.Channel.from_transport_options, "dsn", "visibility_timeout", "claim_batch")
+    dsn: str = ""
+    visibility_timeout: float = 30.0
+    claim_batch: int = 10
+
+    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        if not self.dsn:
+            raise ValueError("pgqueue transport needs the 'dsn' transport option")
+        self.store: QueueStore = open_store(self.dsn)
+        self._buffer: dict[str, deque[Claimed]] = {}
+        self._queue_args: dict[str, dict[str, Any]] = {}
+        self._no_ack: set[str] = set()
+        self._bindings_at = 0.0
+        self._bindings: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
+        self._ttl: dict[str, float | None] = {}
+
+    # -- the kombu virtual contract ----------------------------------------------------------
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        buffer = self._buffer.setdefault(queue, deque())
+        if not buffer:
+            room = self.qos.can_consume_max_estimate()
+            limit = self.claim_batch if room is None else min(self.claim_batch, room)
+            if limit <= 0:
+                raise Empty()
+            rows = self.store.claim(queue, limit, self.visibility_timeout)
+            if not rows:
+                raise Empty()
+            if queue in self._no_ack:
+                self.store.ack([row[0] for row in rows])
+            buffer.extend(rows)
+        message_id, _priority, payload, deliveries = buffer.popleft()
+        message: dict[str, Any] = loads(payload)
+        message["properties"]["delivery_tag"] = f"{message_id}.{deliveries}"
+        if deliveries > 1:
+            message["redelivered"] = True
+        return message
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        priority = int(message.get("properties", {}).get("priority") or 0)
+        self.store.put(queue, priority, json.dumps(message), self._message_ttl(queue))
+
+    def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
+        for _rk, _pattern, queue in self.get_table(exchange):
+            self._put(queue, message)
+
+    def _size(self, queue: str) -> int:
+        return self.store.size(queue)
+
+    def _purge(self, queue: str) -> int:
+        self._buffer.pop(queue, None)
+        return self.store.purge(queue)
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        self._buffer.pop(queue, None)
+        self.store.delete_queue(queue)
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return True
+
+    # -- declarations and bindings shared through the database --------------------------------
+    def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
+        result = super().queue_declare(queue=queue, passive=passive, **kwargs)
+        self._queue_args[result.queue] = dict(kwargs.get("arguments") or {})
+        return result
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        args = self._queue_args.get(queue, {})
+        ttl, expires = args.get("x-message-ttl"), args.get("x-expires")
+        self.store.bind(
+            exchange,
+            self.state.exchanges.get(exchange, {}).get("type", "direct"),
+            routing_key,
+            pattern or "",
+            queue,
+            ttl / 1000.0 if ttl else None,
+            expires / 1000.0 if expires else None,
+        )
+        self._bindings_at = 0.0
+
+    def queue_unbind(self, queue: str, exchange: str | None = None, routing_key: str = "", arguments: Any = None,
+                     **kwargs: Any) -> None:
+        super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
+        self.store.unbind(exchange or "amq.direct", routing_key, queue)
+        self._bindings_at = 0.0
+
+    def _shared_bindings(self) -> dict[str, tuple[str, list[tuple[str, str, str]]]]:
+        if time.monotonic() - self._bindings_at > BINDINGS_TTL:
+            table: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
+            ttl: dict[str, float | None] = {}
+            for exchange, kind, routing_key, pattern, queue, message_ttl in self.store.bindings():
+                table.setdefault(exchange, (kind, []))[1].append((routing_key, pattern or None, queue))  # type: ignore[arg-type]
+                ttl[queue] = message_ttl
+            self._bindings, self._ttl, self._bindings_at = table, ttl, time.monotonic()
+        return self._bindings
+
+    def get_table(self, exchange: str) -> list[tuple[str, str, str]]:
+        local = self.state.exchanges.get(exchange, {}).get("table", [])
+        shared = self._shared_bindings().get(exchange, ("direct", []))[1]
+        return list(dict.fromkeys([*map(tuple, local), *shared]))  # type: ignore[arg-type]
+
+    def typeof(self, exchange: str, default: str = "direct") -> Any:
+        if exchange in self.state.exchanges:
+            return super().typeof(exchange, default)
+        kind = self._shared_bindings().get(exchange, (default, []))[0]
+        return self.exchange_types[kind]
+
+    def _message_ttl(self, queue: str) -> float | None:
+        ttl = self._queue_args.get(queue, {}).get("x-message-ttl")
+        if ttl:
+            return float(ttl) / 1000.0
+        self._shared_bindings()
+        return self._ttl.get(queue)
+
+    # -- consuming ---------------------------------------------------------------------------
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:
+            self._no_ack.add(queue)
+        self.connection.waiter.listen([queue])
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        message = super().basic_get(queue, no_ack=no_ack, **kwargs)
+        if message is not None and no_ack:
+            self.store.ack([row_id(message.delivery_tag)])
+        return message
+
+    def held_ids(self) -> list[int]:
+        """Rows this channel holds: delivered and unacknowledged, or claimed and buffered."""
+        buffered = [row[0] for rows in self._buffer.values() for row in rows]
+        return self.qos.held_ids() + buffered if self._qos is not None else buffered
+
+    def renew(self) -> None:
+        """Extend the leases of held rows and mark consumed queues as alive."""
+        ids = self.held_ids()
+        if ids:
+            self.store.extend(ids, self.visibility_timeout)
+        self.store.touch(self._active_queues)
+
+    def close(self) -> None:
+        buffered = [row[0] for rows in self._buffer.values() for row in rows]
+        self._buffer.clear()
+        try:
+            if buffered:
+                self.store.release(buffered)
+            super().close()
+        except Exception:
+            log.warning("pgqueue.close_failed", exc_info=True)
+        finally:
+            self.store.close()
+
+
+class Transport(virtual.Transport):
+    """The PostgreSQL queue transport; see the module docstring for its options."""
+
+    Channel = Channel
+    polling_interval = 1.0
+    default_port = 5432
+    driver_type = "sql"
+    driver_name = "pgqueue"
+    implements = virtual.Transport.implements.extend(
+        asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"])
+    )
+    connection_errors = (
+        *virtual.Transport.connection_errors,
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        sqlite3.OperationalError,
+    )
+    channel_errors = (*virtual.Transport.channel_errors, psycopg.DatabaseError, sqlite3.DatabaseError)
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        options = client.transport_options
+        self.dsn = str(options.get("dsn", ""))
+        self.lease_interval = float(options.get("visibility_timeout", Channel.visibility_timeout)) / 3
+        self._waiter: Waiter | None = None
+        self._renewed_at = time.monotonic()
+        self._swept_at = 0.0
+
+    @property
+    def waiter(self) -> Waiter:
+        if self._waiter is None:
+            self._waiter = open_waiter(self.dsn)
+        return self._waiter
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+        """Deliver one message; when there is none, wait for a NOTIFY rather than sleep."""
+        started = time.monotonic()
+        while True:
+            self._maintain()
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)
+                return
+            except Empty:
+                elapsed = time.monotonic() - started
+                if timeout is not None and elapsed >= timeout:
+                    raise socket.timeout() from None
+                wait = self.polling_interval if timeout is None else min(self.polling_interval, timeout - elapsed)
+                self.waiter.wait(max(wait, 0.0))
+
+    def _maintain(self) -> None:
+        now = time.monotonic()
+        if now - self._renewed_at >= self.lease_interval:
+            self._renewed_at = now
+            for channel in self.channels:
+                channel.renew()
+        if now - self._swept_at >= SWEEP_INTERVAL and self.channels:
+            self._swept_at = now
+            self.channels[0].store.sweep()
+
+    def close_connection(self, connection: Any) -> None:
+        try:
+            super().close_connection(connection)
+        finally:
+            if self._waiter is not None:
+                self._waiter.close()
+                self._waiter = None
+
+    def driver_version(self) -> str:
+        return psycopg.__version__

@@ -1,0 +1,30 @@
+from django.contrib import admin
+from django.utils import timezone
+
+from tasks.models import ApiToken, Task, TaskEvent
+
+
+class TaskEventInline(admin.TabularInline):
+    model = TaskEvent
+    extra = 0
+    can_delete = False
+    readonly_fields = ["created_at", "kind", "from_status", "to_status", "message", "worker_id", "data"]
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ["id", "task_type", "status", "priority", "queue", "dispatch_source", "retry_count", "created_at"]
+    list_filter = ["status", "task_type", "priority", "queue"]
+    search_fields = ["id", "task_name", "correlation_id"]
+    inlines = [TaskEventInline]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "is_admin", "created_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke(self, request, queryset):  # type: ignore[no-untyped-def]
+        queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())

@@ -1,0 +1,166 @@
+"""The Celery task that executes HelixAgent tasks, and the worker-side loops that support it.
+
+``run_task`` claims the task row (:func:`tasks.transitions.claim`), runs its handler, and records
+the outcome for that execution only. The message is acknowledged after the outcome is stored
+(``acks_late``), so a worker killed mid-task leaves the message to be delivered again after the
+queue's visibility timeout; the claim makes sure only one execution completes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from typing import Any
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_ready, worker_shutdown
+from django.db import close_old_connections
+from django.utils import timezone
+
+from helixagent.config import get_config
+from helixagent.logging import get_logger
+from tasks import service, states, transitions
+from tasks.exceptions import PermanentTaskFailure
+from tasks.models import Task
+from tasks.registry import get_task_type
+
+log = get_logger("tasks.runner")
+
+
+class _Context:
+    """The :class:`tasks.registry.TaskContext` of one execution."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.task_id = str(task.pk)
+        self.attempt = task.retry_count + 1
+        self._cancel_checked = 0.0
+        self._cancelled = False
+
+    def progress(self, percent: int, message: str = "") -> None:
+        transitions.record_progress(self.task, percent, message)
+
+    def cancelled(self) -> bool:
+        now = time.monotonic()
+        if now - self._cancel_checked >= 1.0:
+            self._cancel_checked = now
+            status = Task.objects.filter(pk=self.task.pk).values_list("status", flat=True).first()
+            self._cancelled = status == states.CANCELLED
+        return self._cancelled
+
+
+class _Heartbeat:
+    """One thread per process refreshing ``heartbeat_at`` of the executions it runs."""
+
+    def __init__(self) -> None:
+        self.active: set[uuid.UUID] = set()
+        self.lock = threading.Lock()
+        self.pid = 0
+
+    def add(self, execution_id: uuid.UUID) -> None:
+        if self.pid != os.getpid():  # first task in this (possibly forked) process
+            self.pid = os.getpid()
+            self.active = set()
+            threading.Thread(target=self._loop, name="helix-heartbeat", daemon=True).start()
+        with self.lock:
+            self.active.add(execution_id)
+
+    def remove(self, execution_id: uuid.UUID) -> None:
+        with self.lock:
+            self.active.discard(execution_id)
+
+    def _loop(self) -> None:
+        interval = get_config().tasks.heartbeat_interval
+        while True:
+            time.sleep(interval)
+            with self.lock:
+                ids = list(self.active)
+            try:
+                transitions.heartbeat(ids)
+            except Exception:
+                log.warning("task.heartbeat_failed", exc_info=True)
+                close_old_connections()
+
+
+_heartbeat = _Heartbeat()
+
+
+def _claim(task_id: str, worker_id: str, source: str) -> Task | None:
+    task = transitions.claim(task_id, worker_id, source)
+    if task is None and Task.objects.filter(pk=task_id, status=states.RUNNING).exists():
+        # The row may belong to a worker that died: recover stale executions, then try again.
+        if transitions.recover_stuck(get_config().tasks.stuck_threshold):
+            task = transitions.claim(task_id, worker_id, source)
+    return task
+
+
+def execute(task: Task) -> Task | None:
+    """Run the claimed ``task``'s handler and store its outcome; returns the updated row."""
+    if task.deadline and task.deadline < timezone.now():
+        return transitions.fail(task, "deadline passed before the task started", permanent=True, delay=0)
+    _heartbeat.add(task.execution_id)
+    try:
+        result = get_task_type(task.task_type).handler(_Context(task), task.payload)
+    except PermanentTaskFailure as exc:
+        return transitions.fail(task, str(exc), permanent=True, delay=0)
+    except SoftTimeLimitExceeded:
+        error = f"timed out after {task.config.get('timeout_seconds')}s"
+        return transitions.fail(task, error, permanent=False, delay=_delay(task))
+    except Exception as exc:
+        log.info("task.handler_error", extra={"task_id": str(task.pk), "error": repr(exc)})
+        return transitions.fail(task, f"{type(exc).__name__}: {exc}", permanent=False, delay=_delay(task))
+    finally:
+        _heartbeat.remove(task.execution_id)
+    return transitions.complete(task, result)
+
+
+def _delay(task: Task) -> float:
+    cfg = get_config().tasks
+    configured = task.config.get("retry_delay_seconds")
+    return states.retry_delay(
+        task.retry_count, cfg.retry_backoff_base, cfg.retry_backoff_max, float(configured) if configured else None
+    )
+
+
+@shared_task(name="helixagent.run_task", bind=True, acks_late=True, ignore_result=True)
+def run_task(self: Any, task_id: str) -> str:
+    """Claim and execute one task; a copy that finds the task already claimed does nothing."""
+    worker_id = f"{self.request.hostname}:{os.getpid()}"
+    task = _claim(task_id, worker_id, source="postgresql")
+    if task is None:
+        log.info("task.claim_skipped", extra={"task_id": task_id, "worker": worker_id})
+        return "skipped"
+    outcome = execute(task)
+    return outcome.status if outcome else "superseded"
+
+
+def _maintenance_loop(stop: threading.Event) -> None:
+    """Publish due tasks and recover stuck ones, in every worker (row locks keep them apart)."""
+    cfg = get_config().tasks
+    last_recovery = 0.0
+    while not stop.wait(cfg.dispatch_interval):
+        try:
+            if time.monotonic() - last_recovery >= cfg.stuck_threshold / 2:
+                last_recovery = time.monotonic()
+                for task_id in transitions.recover_stuck(cfg.stuck_threshold):
+                    log.warning("task.recovered_stuck", extra={"task_id": str(task_id)})
+            service.dispatch_due()
+        except Exception:
+            log.warning("task.maintenance_failed", exc_info=True)
+            close_old_connections()
+
+
+_stop_maintenance = threading.Event()
+
+
+@worker_ready.connect
+def _start_maintenance(**_: Any) -> None:
+    threading.Thread(target=_maintenance_loop, args=(_stop_maintenance,), name="helix-maintenance", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop(**_: Any) -> None:
+    _stop_maintenance.set()

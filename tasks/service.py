@@ -1,0 +1,117 @@
+"""Submitting, publishing and cancelling tasks: the operations the API and the worker share."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from helixagent.config import get_config
+from helixagent.logging import get_logger
+from tasks import routing, states, transitions
+from tasks.exceptions import InvalidTransition, TaskNotFound
+from tasks.models import Task
+from tasks.registry import get_task_type
+
+log = get_logger("tasks")
+
+#: a pending task untouched this long without a schedule is published again by the dispatcher
+#: (it covers a process that died between committing the row and publishing it).
+REPUBLISH_GRACE = timedelta(seconds=5)
+
+
+def submit(fields: dict[str, Any], idempotency_key: str | None = None) -> tuple[Task, bool]:
+    """Create a task (and publish it unless it is scheduled later); return it and whether it is new."""
+    get_task_type(fields["task_type"])
+    if idempotency_key:
+        existing = Task.objects.filter(idempotency_key=idempotency_key).first()
+        if existing:
+            return existing, False
+    cfg = get_config().tasks
+    config = dict(fields.get("config") or {})
+    task = Task(
+        task_type=fields["task_type"],
+        task_name=fields.get("task_name") or fields["task_type"],
+        priority=fields.get("priority") or "normal",
+        payload=fields.get("payload") or {},
+        correlation_id=fields.get("correlation_id") or "",
+        parent_task_id=fields.get("parent_task_id"),
+        scheduled_at=fields.get("scheduled_at"),
+        deadline=fields.get("deadline"),
+        queue=routing.queue_for(fields["task_type"]),
+        max_retries=int(config.get("max_retries", cfg.default_max_retries)),
+        idempotency_key=idempotency_key or None,
+        config=config,
+    )
+    try:
+        with transaction.atomic():
+            task.save(force_insert=True)
+            transitions.record_created(task)
+    except IntegrityError:
+        if idempotency_key:
+            return Task.objects.get(idempotency_key=idempotency_key), False
+        raise
+    if (task.scheduled_at is None or task.scheduled_at <= timezone.now()) and publish(task):
+        task.status = states.QUEUED
+    return task, True
+
+
+def publish(task: Task) -> bool:
+    """Hand the task to the queue and mark it ``queued``.
+
+    A failure leaves the task ``pending``; the dispatcher publishes it again after
+    :data:`REPUBLISH_GRACE`, so an accepted task is never dropped.
+    """
+    from tasks.runner import run_task
+
+    options: dict[str, Any] = {
+        "args": [str(task.pk)],
+        "task_id": str(task.pk),
+        "queue": task.queue,
+        "priority": states.MESSAGE_PRIORITY.get(task.priority, 5),
+    }
+    timeout = task.config.get("timeout_seconds") if isinstance(task.config, dict) else None
+    if timeout:
+        options.update(soft_time_limit=float(timeout), time_limit=float(timeout) + 5)
+    try:
+        run_task.apply_async(**options)
+    except Exception:
+        log.warning("task.publish_deferred", extra={"task_id": str(task.pk)}, exc_info=True)
+        return False
+    return transitions.mark_queued(task.pk) is not None
+
+
+def dispatch_due(limit: int = 500) -> int:
+    """Publish pending tasks that are due: scheduled ones, retries, and orphaned submissions."""
+    now = timezone.now()
+    due = Task.objects.filter(status=states.PENDING, scheduled_at__lte=now) | Task.objects.filter(
+        status=states.PENDING, scheduled_at__isnull=True, updated_at__lt=now - REPUBLISH_GRACE
+    )
+    count = 0
+    with transaction.atomic():
+        for task in due.select_for_update(skip_locked=True).order_by("scheduled_at")[:limit]:
+            publish(task)
+            count += 1
+    return count
+
+
+def get(task_id: uuid.UUID | str) -> Task:
+    try:
+        return Task.objects.get(pk=task_id)
+    except (Task.DoesNotExist, ValueError, TypeError):
+        raise TaskNotFound(f"task {task_id} does not exist") from None
+
+
+def cancel(task_id: uuid.UUID | str) -> Task:
+    """Cancel a task that has not ended; refused when its config forbids cancelling it while running."""
+    task = get(task_id)
+    if task.status == states.RUNNING and task.config.get("allow_cancel") is False:
+        raise InvalidTransition("this task does not allow cancelling while running", {"config.allow_cancel": False})
+    cancelled = transitions.cancel(task.pk)
+    if cancelled is None:
+        current = get(task_id)
+        raise InvalidTransition(f"task is {current.status}; only pending, queued or running tasks can be cancelled")
+    return cancelled
