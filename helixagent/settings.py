@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from kombu import Exchange, Queue
+
 from helixagent.config import BASE_DIR, get_config
+from tasks.routing import ALL_QUEUES
 
 CONFIG = get_config()
 VAR_DIR = Path(os.environ.get("HELIX_VAR_DIR", BASE_DIR / "var"))
@@ -114,7 +117,7 @@ SPECTACULAR_SETTINGS = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
 # Celery: the broker is the PostgreSQL (or embedded SQLite) queue transport of migration.pgqueue.
-CELERY_BROKER_URL = "pgqueue://"
+CELERY_BROKER_URL = "pgqueue://localhost//"
 _db = DATABASES["default"]
 QUEUE_DSN = CONFIG.database_url if CONFIG.uses_postgresql else f"sqlite:///{_db['NAME']}"
 CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -132,6 +135,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 4
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_TASK_DEFAULT_QUEUE = "helixagent.tasks.background"
+# SPEC §5 topology: one direct exchange, the five queues bound by their own names.
+CELERY_TASK_QUEUES = [Queue(name, Exchange("helixagent.tasks", type="direct"), routing_key=name) for name in ALL_QUEUES]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 LOGGING: dict[str, Any] = {

@@ -82,11 +82,12 @@ class QueueStore(ABC):
         for queue in queues:
             self.execute(sql.TOUCH_BINDINGS, (now, queue))
 
-    def sweep(self) -> None:
-        """Drop expired messages, and queues (with their bindings) no consumer has touched."""
+    def sweep(self, grace: float) -> None:
+        """Drop expired messages, and queues (with their bindings) no consumer has touched for
+        their ``x-expires`` plus ``grace`` seconds (consumers touch theirs every few seconds)."""
         now = time.time()
         self.execute(sql.DROP_EXPIRED_MESSAGES, (now,))
-        for (queue,) in self.execute(sql.EXPIRED_QUEUES, (now,)):
+        for (queue,) in self.execute(sql.EXPIRED_QUEUES, (now - grace,)):
             self.delete_queue(queue)
 
     def depths(self) -> dict[str, int]:

@@ -34,6 +34,7 @@ from typing import Any
 
 import psycopg
 from kombu.transport import virtual
+from kombu.transport.base import to_rabbitmq_queue_arguments
 from kombu.utils.json import loads
 
 from helixagent.logging import get_logger
@@ -45,6 +46,10 @@ Empty = virtual.Empty
 BINDINGS_TTL = 2.0
 #: how often expired messages and abandoned queues are swept.
 SWEEP_INTERVAL = 30.0
+#: extra time an abandoned queue is kept beyond its ``x-expires``.
+EXPIRY_GRACE = 60.0
+#: longest time between two renewals of leases and queue liveness.
+RENEW_INTERVAL = 10.0
 
 
 def row_id(delivery_tag: str) -> int:
@@ -149,6 +154,10 @@ class Channel(virtual.Channel):
         return True
 
     # -- declarations and bindings shared through the database --------------------------------
+    def prepare_queue_arguments(self, arguments: dict[str, Any] | None, **kwargs: Any) -> dict[str, Any]:
+        """Keep ``message_ttl`` and ``expires`` of kombu queues as ``x-message-ttl``/``x-expires``."""
+        return to_rabbitmq_queue_arguments(arguments or {}, **kwargs)
+
     def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
         result = super().queue_declare(queue=queue, passive=passive, **kwargs)
         self._queue_args[result.queue] = dict(kwargs.get("arguments") or {})
@@ -246,7 +255,7 @@ class Transport(virtual.Transport):
     Channel = Channel
     polling_interval = 1.0
     default_port = 5432
-    driver_type = "sql"
+    driver_type = "pgqueue"  # not "sql": Celery turns events off for that driver type
     driver_name = "pgqueue"
     implements = virtual.Transport.implements.extend(
         asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"])
@@ -263,7 +272,7 @@ class Transport(virtual.Transport):
         super().__init__(client, **kwargs)
         options = client.transport_options
         self.dsn = str(options.get("dsn", ""))
-        self.lease_interval = float(options.get("visibility_timeout", Channel.visibility_timeout)) / 3
+        self.lease_interval = min(RENEW_INTERVAL, float(options.get("visibility_timeout", Channel.visibility_timeout)) / 3)
         self._waiter: Waiter | None = None
         self._renewed_at = time.monotonic()
         self._swept_at = 0.0
@@ -297,7 +306,7 @@ class Transport(virtual.Transport):
                 channel.renew()
         if now - self._swept_at >= SWEEP_INTERVAL and self.channels:
             self._swept_at = now
-            self.channels[0].store.sweep()
+            self.channels[0].store.sweep(EXPIRY_GRACE)
 
     def close_connection(self, connection: Any) -> None:
         try:
