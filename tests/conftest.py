@@ -1,0 +1,153 @@
+"""Shared fixtures: the real services, live worker processes and an authenticated API client.
+
+Integration and acceptance tests need PostgreSQL, RabbitMQ and Kafka; ``scripts/test.sh``
+(``make test``) starts them and exports their URLs. Without them those tests fail with a message
+saying so; they are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: short timeouts so fault tests finish quickly; production defaults are in configs/messaging.yaml.
+FAST_WORKER_ENV = {
+    "HELIX_VISIBILITY_TIMEOUT": "4",
+    "HELIX_STUCK_THRESHOLD": "3",
+    "HELIX_HEARTBEAT_INTERVAL": "0.5",
+    "HELIX_DISPATCH_INTERVAL": "0.3",
+    "HELIX_POLL_INTERVAL": "1.0",
+}
+
+
+def require_env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the suite with `make test`, which starts the services")
+    return value
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = require_env("DATABASE_URL")
+    if not url.startswith(("postgres://", "postgresql://")):
+        pytest.fail("DATABASE_URL must point at PostgreSQL for integration tests")
+    return url
+
+
+def test_database_url(postgres_url: str) -> str:
+    from django.conf import settings
+
+    return urlunparse(urlparse(postgres_url)._replace(path="/" + settings.DATABASES["default"]["NAME"]))
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, postgres_url: str) -> None:
+    """After pytest-django creates the test database, point the queue transport at it too."""
+    from helixagent.celery import app
+
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "dsn": test_database_url(postgres_url)}
+
+
+@pytest.fixture
+def live_db_url(transactional_db: None, postgres_url: str) -> str:
+    """The URL of the test database, for processes started by a test (workers, servers)."""
+    return test_database_url(postgres_url)
+
+
+class WorkerProcess:
+    """A real ``celery worker`` in its own process group, so a test can SIGKILL all of it."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path, concurrency: int, pool: str) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        command = [
+            sys.executable, "-m", "celery", "-A", "helixagent", "worker", "--loglevel", "INFO",
+            "--hostname", f"{name}@%h", "--pool", pool, "--concurrency", str(concurrency),
+            "--without-mingle", "--without-gossip",
+        ]
+        self.log = self.log_path.open("w")
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, timeout: float = 30.0) -> WorkerProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if " ready." in self.log_path.read_text():
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"worker {self.name} not ready after {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and its pool processes at once, as a crashed node would stop."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+def process_env(db_url: str, log_dir: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, **FAST_WORKER_ENV, "DATABASE_URL": db_url, "HELIX_LOG_DIR": str(log_dir), **extra}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    return env
+
+
+@pytest.fixture
+def start_worker(live_db_url: str, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start worker processes on the test database; all are stopped at the end of the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(name: str = "w1", concurrency: int = 4, pool: str = "threads", **env: str) -> WorkerProcess:
+        worker = WorkerProcess(name, process_env(live_db_url, tmp_path, **env), tmp_path, concurrency, pool)
+        workers.append(worker)
+        return worker.wait_ready()
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def api(transactional_db: None) -> Any:
+    """A DRF client with a valid bearer token."""
+    from rest_framework.test import APIClient
+
+    from tasks.models import ApiToken
+
+    _token, key = ApiToken.issue("tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -1,0 +1,54 @@
+"""`make services` brings up RabbitMQ and Kafka: one message through each with real clients."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from kombu import Connection
+
+from tests.conftest import ROOT, require_env
+
+
+def test_services_script_reports_all_three_services_up() -> None:
+    result = subprocess.run(["scripts/services.sh", "status"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("PostgreSQL: up", "RabbitMQ: up", "Kafka: up"):
+        assert name in result.stdout
+
+
+def test_rabbitmq_carries_a_message_through_py_amqp() -> None:
+    queue_name = f"helixagent.probe.{uuid.uuid4().hex[:8]}"
+    with Connection(require_env("RABBITMQ_URL"), connect_timeout=10) as conn:
+        assert conn.transport.driver_type == "amqp"
+        queue = conn.SimpleQueue(queue_name, queue_opts={"auto_delete": True})
+        queue.put({"probe": queue_name})
+        message = queue.get(timeout=10)
+        message.ack()
+        queue.close()
+    assert message.payload == {"probe": queue_name}
+
+
+def test_kafka_carries_a_message_through_confluent_kafka() -> None:
+    servers = require_env("KAFKA_BOOTSTRAP_SERVERS")
+    topic = f"helixagent.probe.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": servers})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": servers, "acks": "all", "enable.idempotence": True})
+    producer.produce(topic, key=b"k", value=b"hello kafka")
+    assert producer.flush(30) == 0
+    consumer = Consumer(
+        {"bootstrap.servers": servers, "group.id": topic, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
+    consumer.subscribe([topic])
+    try:
+        for _ in range(60):
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                assert (message.key(), message.value()) == (b"k", b"hello kafka")
+                return
+        raise AssertionError("no message consumed from Kafka within 60 s")
+    finally:
+        consumer.close()

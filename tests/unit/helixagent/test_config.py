@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+
+from helixagent.config import ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "messaging.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_apply_without_a_file(tmp_path: Path) -> None:
+    config = load_config(tmp_path / "missing.yaml", environ={})
+    assert config.migration.mode == "legacy"
+    assert config.database_url == ""
+    assert config.queue.visibility_timeout == 30.0
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "migration:\n  mode: dual_write\n  consumer_rabbitmq_percent: 10\n")
+    assert load_config(path, environ={}).migration.consumer_rabbitmq_percent == 10
+    config = load_config(path, environ={"MIGRATION_MODE": "legacy", "CONSUMER_RABBITMQ_PERCENT": "40"})
+    assert (config.migration.mode, config.migration.consumer_rabbitmq_percent) == ("legacy", 40)
+
+
+def test_bad_mode_names_the_key_and_the_allowed_values(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"migration\.mode.*legacy.*dual_write.*messaging"):
+        load_config(write(tmp_path, "migration:\n  mode: sideways\n"), environ={})
+
+
+def test_non_numeric_value_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"queue\.visibility_timeout"):
+        load_config(tmp_path / "missing.yaml", environ={"HELIX_VISIBILITY_TIMEOUT": "soon"})
+
+
+def test_unknown_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"queue\.visibilty_timeout: unknown key"):
+        load_config(write(tmp_path, "queue:\n  visibilty_timeout: 3\n"), environ={})
+
+
+def test_percent_out_of_range_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="consumer_rabbitmq_percent"):
+        load_config(tmp_path / "missing.yaml", environ={"CONSUMER_RABBITMQ_PERCENT": "101"})
