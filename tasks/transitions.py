@@ -144,7 +144,7 @@ def recover_stuck(threshold_seconds: float) -> list[uuid.UUID]:
     recovered = []
     for task_id in Task.objects.filter(status=states.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)[:500]:
         if _apply(task_id, states.STUCK, (states.RUNNING,), note=f"no heartbeat for {threshold_seconds:.0f}s"):
-            _apply(task_id, states.PENDING, (states.STUCK,), note="recovered", execution_id=None, scheduled_at=None)
+            _apply(task_id, states.PENDING, (states.STUCK,), note="recovered", execution_id=None, scheduled_at=timezone.now())
             recovered.append(task_id)
     return recovered
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -53,11 +54,13 @@ def test_database_url(postgres_url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def django_db_setup(django_db_setup: None, postgres_url: str) -> None:
+def django_db_setup(django_db_setup: None, postgres_url: str) -> Iterator[None]:
     """After pytest-django creates the test database, point the queue transport at it too."""
     from helixagent.celery import app
 
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, "dsn": test_database_url(postgres_url)}
+    yield
+    app.pool.force_close_all()  # let pytest-django drop the test database
 
 
 @pytest.fixture
@@ -140,6 +143,12 @@ def api(transactional_db: None) -> Any:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     return client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:

@@ -1,0 +1,28 @@
+"""Helpers for whole-flow tests: submit through the API, wait on the task table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import states
+from tasks.models import Task, TaskEvent
+from tests.conftest import wait_for
+
+
+def submit(api: Any, task_type: str, payload: dict[str, Any] | None = None, **fields: Any) -> str:
+    response = api.post("/v1/tasks", {"task_type": task_type, "payload": payload or {}, **fields}, format="json")
+    assert response.status_code == 202, response.content
+    return str(response.json()["id"])
+
+
+def wait_status(task_id: str, *wanted: str, timeout: float = 30.0) -> Task:
+    wanted = wanted or tuple(states.TERMINAL)
+    return wait_for(
+        lambda: Task.objects.filter(pk=task_id, status__in=wanted).first(), timeout, what=f"task {task_id} in {wanted}"
+    )
+
+
+def event_path(task_id: str) -> list[str]:
+    return list(
+        TaskEvent.objects.filter(task_id=task_id, kind="transition").order_by("id").values_list("to_status", flat=True)
+    )

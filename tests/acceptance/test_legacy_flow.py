@@ -1,0 +1,78 @@
+"""Legacy mode end to end: API → PostgreSQL queue → real Celery worker → task row and events."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from migration.models import QueueMessage
+from tasks.models import Task, TaskEvent
+from tests.acceptance.helpers import event_path, submit, wait_status
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_posted_task_runs_to_completion_and_leaves_no_message(api: Any, start_worker: Any) -> None:
+    start_worker()
+    task_id = submit(api, "echo", {"hello": "world"})
+    task = wait_status(task_id, "completed")
+    assert task.result == {"hello": "world"}
+    assert task.dispatch_source == "postgresql" and task.worker_id.startswith("w1@")
+    assert event_path(task_id) == ["pending", "queued", "running", "completed"]
+    wait_for(lambda: not QueueMessage.objects.filter(queue__startswith="helixagent.tasks").exists(), 5, what="ack")
+
+
+def test_a_failing_task_is_retried_with_backoff_and_then_succeeds(api: Any, start_worker: Any) -> None:
+    start_worker()
+    task_id = submit(api, "fail", {"times": 1}, config={"retry_delay_seconds": 0.2})
+    task = wait_status(task_id, "completed")
+    assert task.retry_count == 1 and "drill failure" in task.last_error
+    assert event_path(task_id) == ["pending", "queued", "running", "pending", "queued", "running", "completed"]
+
+
+def test_exhausted_retries_end_in_dead_letter(api: Any, start_worker: Any) -> None:
+    start_worker()
+    task_id = submit(api, "fail", {}, config={"max_retries": 2, "retry_delay_seconds": 0.1})
+    task = wait_status(task_id, "dead_letter")
+    assert task.retry_count == 2
+    assert event_path(task_id).count("running") == 3
+
+
+def test_a_permanent_failure_is_not_retried(api: Any, start_worker: Any) -> None:
+    start_worker()
+    task_id = submit(api, "notify", {"to": "not-an-address"})
+    task = wait_status(task_id, "failed")
+    assert task.retry_count == 0 and "payload.to" in task.last_error
+
+
+def test_a_scheduled_task_starts_when_it_is_due(api: Any, start_worker: Any) -> None:
+    start_worker()
+    due = timezone.now() + timedelta(seconds=2)
+    task_id = submit(api, "noop", scheduled_at=due.isoformat())
+    assert Task.objects.get(pk=task_id).status == "pending"
+    task = wait_status(task_id, "completed")
+    assert task.started_at is not None and task.started_at >= due
+
+
+def test_progress_and_cancel_of_a_running_task(api: Any, start_worker: Any) -> None:
+    start_worker()
+    task_id = submit(api, "sleep", {"seconds": 20})
+    wait_for(lambda: TaskEvent.objects.filter(task_id=task_id, kind="progress").exists(), 10, what="progress event")
+    response = api.post(f"/v1/tasks/{task_id}/cancel")
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    task = wait_status(task_id, "cancelled")
+    assert task.result is None
+    assert event_path(task_id)[-1] == "cancelled"
+
+
+def test_the_notify_type_sends_an_email(api: Any, start_worker: Any, tmp_path: Any) -> None:
+    start_worker(DJANGO_EMAIL_BACKEND="django.core.mail.backends.filebased.EmailBackend", HELIX_VAR_DIR=str(tmp_path))
+    task_id = submit(api, "notify", {"to": ["ops@example.com"], "subject": "deploy done", "body": "all green"})
+    task = wait_status(task_id, "completed")
+    assert task.result == {"sent": 1, "to": ["ops@example.com"]}
+    mails = list((tmp_path / "mail").glob("*.log"))
+    assert mails and "deploy done" in mails[0].read_text()

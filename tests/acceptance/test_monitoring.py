@@ -1,0 +1,63 @@
+"""`celery inspect` and Flower see workers and tasks in legacy mode (over the PostgreSQL queue)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.acceptance.helpers import submit, wait_status
+from tests.conftest import ROOT, free_port, process_env, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_celery_inspect_ping_reaches_the_worker(live_db_url: str, start_worker: Any, tmp_path: Path) -> None:
+    start_worker("inspected")
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "helixagent", "inspect", "ping", "--timeout", "5"],
+        cwd=ROOT, env=process_env(live_db_url, tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert "inspected@" in result.stdout and "pong" in result.stdout, result.stdout + result.stderr
+
+
+def get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.load(response)
+    except (OSError, ValueError):
+        return None
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def test_flower_shows_the_worker_and_its_tasks(api: Any, live_db_url: str, start_worker: Any, tmp_path: Path) -> None:
+    port = free_port()
+    env = process_env(live_db_url, tmp_path, FLOWER_UNAUTHENTICATED_API="true")
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "helixagent", "flower", "--address=127.0.0.1", f"--port={port}"],
+        cwd=ROOT, env=env, stdout=(tmp_path / "flower.log").open("w"), stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthcheck"), 30, what="flower up")
+        start_worker("watched")
+        task_id = submit(api, "echo", {"seen": True})
+        wait_status(task_id, "completed")
+        workers = wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/workers?refresh=1"), 30, what="workers")
+        assert any(name.startswith("watched@") for name in workers), workers
+        tasks = wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/tasks"), 30, what="task events in flower")
+        assert tasks[task_id]["state"] == "SUCCESS"
+    finally:
+        flower.terminate()
+        flower.wait(20)

@@ -1,0 +1,49 @@
+"""Faults with real worker processes: SIGKILL mid-task, and two workers sharing one queue."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from django.db.models import Count
+
+from migration.models import QueueMessage
+from tasks.models import Task, TaskEvent
+from tests.acceptance.helpers import event_path, submit, wait_status
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_a_task_whose_worker_is_killed_runs_again_and_completes_once(api: Any, start_worker: Any) -> None:
+    first = start_worker("w1")
+    task_id = submit(api, "sleep", {"seconds": 3})
+    wait_status(task_id, "running", timeout=15)
+    first.kill()  # SIGKILL to the whole process group: no ack, no cleanup
+    start_worker("w2")
+    task = wait_status(task_id, "completed", timeout=45)
+    assert task.worker_id.startswith("w2@")
+    path = event_path(task_id)
+    assert path.count("completed") == 1
+    assert path.count("running") == 2 and "stuck" in path, path
+
+
+def test_two_workers_complete_two_thousand_tasks_exactly_once(api: Any, start_worker: Any) -> None:
+    start_worker("w1", concurrency=4)
+    start_worker("w2", concurrency=4)
+    ids = [submit(api, "noop") for _ in range(2000)]
+    wait_for(
+        lambda: Task.objects.filter(status="completed").count() == 2000, timeout=240, interval=1.0,
+        what="2000 completed tasks",
+    )
+    completions = Counter(
+        dict(TaskEvent.objects.filter(to_status="completed").values_list("task_id").annotate(n=Count("id")))
+    )
+    assert set(map(str, completions)) == set(ids)
+    assert set(completions.values()) == {1}
+    starts = TaskEvent.objects.filter(to_status="running").values("task_id").annotate(n=Count("id"))
+    assert {row["n"] for row in starts} == {1}, "a task was claimed twice"
+    by_worker = Counter(w.split("@")[0] for w in Task.objects.values_list("worker_id", flat=True))
+    assert by_worker["w1"] > 0 and by_worker["w2"] > 0, by_worker
+    wait_for(lambda: not QueueMessage.objects.filter(queue__startswith="helixagent.tasks").exists(), 10, what="acks")
