@@ -128,6 +128,7 @@ def _delay(task: Task) -> float:
 @shared_task(name="helixagent.run_task", bind=True, acks_late=True, ignore_result=True)
 def run_task(self: Any, task_id: str) -> str:
     """Claim and execute one task; a copy that finds the task already claimed does nothing."""
+    close_old_connections()  # as at the start of a request: drop broken or expired connections
     worker_id = f"{self.request.hostname}:{os.getpid()}"
     task = _claim(task_id, worker_id, source="postgresql")
     if task is None:

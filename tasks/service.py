@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from kombu import Connection, Producer
 
 from helixagent.config import get_config
-from helixagent.logging import get_logger
 from tasks import routing, states, transitions
 from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
 from tasks.registry import get_task_type
 
-log = get_logger("tasks")
 
-#: a pending task untouched this long without a schedule is published again by the dispatcher
-#: (it covers a process that died between committing the row and publishing it).
+#: a pending task untouched this long without a schedule is published by the dispatcher
+#: (a task re-driven from dead_letter, or recovered by hand).
 REPUBLISH_GRACE = timedelta(seconds=5)
 
 
@@ -46,24 +46,50 @@ def submit(fields: dict[str, Any], idempotency_key: str | None = None) -> tuple[
         idempotency_key=idempotency_key or None,
         config=config,
     )
+    due = task.scheduled_at is None or task.scheduled_at <= timezone.now()
+    if due:
+        task.status = states.QUEUED
     try:
         with transaction.atomic():
             task.save(force_insert=True)
-            transitions.record_created(task)
+            transitions.record_created(task, queued=due)
+            if due:
+                _send(task)
     except IntegrityError:
         if idempotency_key:
             return Task.objects.get(idempotency_key=idempotency_key), False
         raise
-    if (task.scheduled_at is None or task.scheduled_at <= timezone.now()) and publish(task):
-        task.status = states.QUEUED
     return task, True
 
 
-def publish(task: Task) -> bool:
-    """Hand the task to the queue and mark it ``queued``.
+_local = threading.local()
 
-    A failure leaves the task ``pending``; the dispatcher publishes it again after
-    :data:`REPUBLISH_GRACE`, so an accepted task is never dropped.
+
+def _producer() -> Producer:
+    """This thread's producer on the queue tables through Django's own connection."""
+    producer: Producer | None = getattr(_local, "producer", None)
+    if producer is None:
+        from helixagent.celery import app
+
+        options = {**app.conf.broker_transport_options, "dsn": "django"}
+        producer = Producer(Connection(app.conf.broker_url, transport_options=options))
+        _local.producer = producer
+    return producer
+
+
+def publish(task: Task) -> None:
+    """Put the task's message in the queue and mark the task ``queued``, in one transaction."""
+    with transaction.atomic():
+        _send(task)
+        transitions.mark_queued(task.pk)
+
+
+def _send(task: Task) -> None:
+    """Publish the task's message inside the caller's transaction.
+
+    The PostgreSQL queue lives in the task database, so the message row commits with the task
+    row: an accepted task always has its message, and a failed publish rolls back the whole
+    submission, which the API reports as an error.
     """
     from tasks.runner import run_task
 
@@ -76,12 +102,7 @@ def publish(task: Task) -> bool:
     timeout = task.config.get("timeout_seconds") if isinstance(task.config, dict) else None
     if timeout:
         options.update(soft_time_limit=float(timeout), time_limit=float(timeout) + 5)
-    try:
-        run_task.apply_async(**options)
-    except Exception:
-        log.warning("task.publish_deferred", extra={"task_id": str(task.pk)}, exc_info=True)
-        return False
-    return transitions.mark_queued(task.pk) is not None
+    run_task.apply_async(producer=_producer(), **options)
 
 
 def dispatch_due(limit: int = 500) -> int:

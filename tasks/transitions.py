@@ -9,16 +9,51 @@ clause, so two processes racing for one task cannot both win. :func:`claim` is t
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from tasks import states
 from tasks.models import Task, TaskEvent
 
 TaskId = uuid.UUID | str
+
+
+def _prep(model: type[Task] | type[TaskEvent], name: str, value: Any) -> Any:
+    return model._meta.get_field(name).get_db_prep_save(value, connection)  # type: ignore[union-attr]
+
+
+def _transition_sql(
+    task_id: TaskId, from_status: str, only_execution: uuid.UUID | None, updates: dict[str, Any], event: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    """``UPDATE … WHERE id AND status [AND execution_id] RETURNING *`` for one expected status.
+
+    On PostgreSQL the event row is inserted by the same statement (a data-modifying CTE), so
+    the transition and its event are one statement and one round trip. Elsewhere the caller
+    inserts the event in the same transaction.
+    """
+    table = Task._meta.db_table
+    sets = [f'"{Task._meta.get_field(name).column}" = %s' for name in updates]  # type: ignore[union-attr]
+    params = [_prep(Task, name, value) for name, value in updates.items()]
+    where = ['"id" = %s', '"status" = %s']
+    params += [_prep(Task, "id", task_id), from_status]
+    if only_execution is not None:
+        where.append('"execution_id" = %s')
+        params.append(_prep(Task, "execution_id", only_execution))
+    update = f'UPDATE "{table}" SET {", ".join(sets)} WHERE {" AND ".join(where)} RETURNING *'
+    if connection.vendor != "postgresql":
+        return update, params
+    columns = ", ".join(f'"{name}"' for name in event)
+    values = ", ".join(["%s"] * len(event))
+    params += [_prep(TaskEvent, name, value) for name, value in event.items()]
+    statement = (
+        f"WITH t AS ({update}), e AS (INSERT INTO \"{TaskEvent._meta.db_table}\" (task_id, {columns}) "
+        f"SELECT t.id, {values} FROM t) SELECT * FROM t"
+    )
+    return statement, params
 
 
 def _apply(
@@ -32,32 +67,38 @@ def _apply(
     data: dict[str, Any] | None = None,
     **updates: Any,
 ) -> Task | None:
-    """Move the task to ``target`` if it is in ``allowed_from``; return the updated row or None.
+    """Move the task to ``target`` if it is in one of ``allowed_from``; return the new row or None.
 
-    With ``only_execution`` the change applies only to that execution, so a worker that lost its
-    claim (its task was recovered as stuck) cannot overwrite the newer execution's outcome.
-    ``note``, ``by`` and ``data`` go to the event row.
+    Each attempt is one conditional UPDATE on one expected status (the most likely first) that
+    writes its event row with it. With ``only_execution`` the change applies only to that
+    execution, so a worker that lost its claim (its task was recovered as stuck) cannot
+    overwrite the newer execution's outcome. ``note``, ``by`` and ``data`` go to the event.
     """
-    with transaction.atomic():
-        task = Task.objects.select_for_update().filter(pk=task_id).first()
-        if task is None or task.status not in allowed_from or not states.can_transition(task.status, target):
-            return None
-        if only_execution is not None and task.execution_id != only_execution:
-            return None
-        updates.update(status=target, updated_at=timezone.now())
-        if not Task.objects.filter(pk=task_id, status=task.status).update(**updates):
-            return None
-        TaskEvent.objects.create(
-            task_id=task.pk, from_status=task.status, to_status=target, message=note, worker_id=by, data=data
-        )
-        for key, value in updates.items():
-            setattr(task, key, value)
-        return task
+    now = timezone.now()
+    updates.update(status=target, updated_at=now)
+    single_statement = connection.vendor == "postgresql"
+    with nullcontext() if single_statement else transaction.atomic():
+        for from_status in allowed_from:
+            if not states.can_transition(from_status, target):
+                continue
+            event = {"kind": "transition", "from_status": from_status, "to_status": target, "message": note,
+                     "worker_id": by, "data": data, "created_at": now}
+            statement, params = _transition_sql(task_id, from_status, only_execution, updates, event)
+            task = next(iter(Task.objects.raw(statement, params)), None)
+            if task is not None:
+                if not single_statement:
+                    TaskEvent.objects.create(task_id=task.pk, **event)
+                return task
+    return None
 
 
-def record_created(task: Task) -> None:
-    """The first event of a task: ``∅ → pending``. Call inside the transaction that inserts it."""
-    TaskEvent.objects.create(task_id=task.pk, from_status="", to_status=states.PENDING, message="created")
+def record_created(task: Task, queued: bool = False) -> None:
+    """The first events of a new task: ``∅ → pending``, and ``pending → queued`` when its message
+    was published in the same transaction that inserts it (the row is not visible before)."""
+    events = [TaskEvent(task_id=task.pk, from_status="", to_status=states.PENDING, message="created")]
+    if queued:
+        events.append(TaskEvent(task_id=task.pk, from_status=states.PENDING, to_status=states.QUEUED, message="published"))
+    TaskEvent.objects.bulk_create(events)
 
 
 def mark_queued(task_id: TaskId) -> Task | None:
@@ -71,7 +112,7 @@ def claim(task_id: TaskId, worker_id: str, source: str) -> Task | None:
     return _apply(
         task_id,
         states.RUNNING,
-        states.CLAIMABLE,
+        (states.QUEUED, states.PENDING),
         note=f"claimed from {source}",
         by=worker_id,
         execution_id=uuid.uuid4(),

@@ -177,6 +177,41 @@ class SqliteStore(QueueStore):
         self.conn.close()
 
 
+class TransactionStore(QueueStore):
+    """Publishes through Django's connection, inside whatever transaction the caller holds.
+
+    Selected with ``dsn="django"``. The message row then commits or rolls back together with the
+    task row it belongs to, so a task is never committed without its message (nor the reverse).
+    It only publishes and declares; consumers use :class:`PostgresStore`.
+    """
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        from django.db import connection
+
+        with connection.cursor() as cur:
+            cur.execute(statement, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def put(self, queue: str, priority: int, payload: str, ttl: float | None) -> None:
+        now = time.time()
+        self.execute(sql.PG_PUT, (queue, priority, payload, now, now + ttl if ttl else None, now))
+
+    def claim(self, queue: str, limit: int, lease: float) -> list[Claimed]:
+        raise NotImplementedError("the transaction store only publishes")
+
+    def ack(self, ids: Sequence[int]) -> None:
+        raise NotImplementedError("the transaction store only publishes")
+
+    def release(self, ids: Sequence[int]) -> None:
+        raise NotImplementedError("the transaction store only publishes")
+
+    def extend(self, ids: Sequence[int], lease: float) -> None:
+        raise NotImplementedError("the transaction store only publishes")
+
+    def close(self) -> None:
+        """Django owns the connection."""
+
+
 class Waiter:
     """How an idle consumer waits for new messages: here, by sleeping (the polling fallback)."""
 
@@ -226,7 +261,9 @@ def open_waiter(dsn: str) -> Waiter:
 
 
 def open_store(dsn: str) -> QueueStore:
-    """A store for ``dsn``: ``postgresql://…`` or ``sqlite:///path``."""
+    """A store for ``dsn``: ``postgresql://…``, ``sqlite:///path`` or ``django`` (publish only)."""
+    if dsn == "django":
+        return TransactionStore()
     if _is_postgres(dsn):
         return PostgresStore(dsn)
     if dsn.startswith("sqlite:///"):

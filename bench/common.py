@@ -1,0 +1,96 @@
+"""What every benchmark shares: the machine description, databases, worker processes, statistics."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def machine() -> str:
+    """One line naming the CPU, cores, memory, Python and PostgreSQL versions."""
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        mem_kb = int(meminfo.read_text().split()[1])
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem_kb / 1024 / 1024:.0f} GiB, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def fresh_database(base_url: str, name: str) -> str:
+    """Drop and create database ``name`` next to ``base_url``'s; return its URL."""
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        version = conn.execute("SHOW server_version").fetchone()
+    print(f"# PostgreSQL {version[0] if version else '?'}: database {name}")
+    return urlunparse(urlparse(base_url)._replace(path=f"/{name}"))
+
+
+def start_worker(app: str, env: dict[str, str], log: Path, concurrency: int = 8, pool: str = "threads",
+                 queues: str | None = None) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "WARNING", "--pool", pool,
+        "--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "--hostname", f"bench-{pool}@%h",
+    ]
+    if queues:
+        command += ["--queues", queues]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+            process.wait(10)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> float:
+    """Poll until ``predicate()``; return the monotonic time it first held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s")
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary_ms(values: Sequence[float]) -> str:
+    return f"p50 {percentile(values, 50) * 1000:.1f} ms / p99 {percentile(values, 99) * 1000:.1f} ms (n={len(values)})"
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
