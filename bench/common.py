@@ -40,24 +40,40 @@ def machine() -> str:
 def fresh_database(base_url: str, name: str) -> str:
     """Drop and create database ``name`` next to ``base_url``'s; return its URL."""
     with psycopg.connect(base_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
         version = conn.execute("SHOW server_version").fetchone()
     print(f"# PostgreSQL {version[0] if version else '?'}: database {name}")
     return urlunparse(urlparse(base_url)._replace(path=f"/{name}"))
 
 
-def start_worker(app: str, env: dict[str, str], log: Path, concurrency: int = 8, pool: str = "threads",
-                 queues: str | None = None) -> subprocess.Popen[bytes]:
+def start_worker(
+    app: str, env: dict[str, str], log: Path, concurrency: int = 8, pool: str = "threads", queues: str | None = None
+) -> subprocess.Popen[bytes]:
     command = [
-        sys.executable, "-m", "celery", "-A", app, "worker", "--loglevel", "WARNING", "--pool", pool,
-        "--concurrency", str(concurrency), "--without-mingle", "--without-gossip", "--hostname", f"bench-{pool}@%h",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        app,
+        "worker",
+        "--loglevel",
+        "WARNING",
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--without-mingle",
+        "--without-gossip",
+        "--hostname",
+        f"bench-{pool}@%h",
     ]
     if queues:
         command += ["--queues", queues]
     log.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -6,7 +6,7 @@ Both run on the same PostgreSQL, with the same worker pool (``--pool``, ``--conc
   executes them; time from the first submit to the last completion (bounded by the producer);
 * drain throughput: N no-op tasks already queued, one worker started; time from its first to
   its last execution (the queue and the worker alone);
-* enqueue→start latency at a steady rate: p50 / p99 of (execution start − submit time).
+* enqueue→start latency at a steady rate: p50 / p99 of (execution start - submit time).
 
 HelixAgent's submit writes the task row and its events and publishes; vanilla Celery only
 publishes. Usage: ``make bench`` or ``python -m bench.legacy --tasks 10000`` with
@@ -26,7 +26,7 @@ from bench.common import RESULTS, fresh_database, machine, start_worker, stop, s
 QUEUES = "helixagent.tasks.background"
 
 
-def paced(count: int, rate: float, submit: Callable[[], None]) -> None:
+def paced(count: int, rate: float, submit: Callable[[], object]) -> None:
     """Call ``submit`` ``count`` times at ``rate`` per second."""
     started = time.monotonic()
     for n in range(count):
@@ -147,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     base = os.environ.get("DATABASE_URL", "")
     if not base.startswith("postgresql://"):
-        raise SystemExit("DATABASE_URL must point at PostgreSQL: eval \"$(scripts/services.sh env)\" first")
+        raise SystemExit('DATABASE_URL must point at PostgreSQL: eval "$(scripts/services.sh env)" first')
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"# machine: {machine()}")
     vanilla_url = fresh_database(base, "helixagent_bench_vanilla")
@@ -169,7 +169,8 @@ def report(args: argparse.Namespace, ours: dict[str, Any], vanilla: dict[str, An
         (f"enqueue→start at {args.rate:.0f}/s", summary_ms(ours["latency"]), summary_ms(vanilla["latency"])),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"\n| {'legacy, ' + str(args.tasks) + ' no-op tasks':<{width}} | HelixAgent legacy | vanilla Celery (kombu SQLAlchemy) |")
+    title = f"legacy, {args.tasks} no-op tasks"
+    print(f"\n| {title:<{width}} | HelixAgent legacy | vanilla Celery (kombu SQLAlchemy) |")
     print(f"|{'-' * (width + 2)}|---|---|")
     for name, a, b in rows:
         print(f"| {name:<{width}} | {a} | {b} |")

@@ -12,7 +12,9 @@ import time
 from celery import Celery
 
 app = Celery("vanilla", broker=os.environ.get("BENCH_BROKER_URL", "memory://"))
-app.conf.update(task_ignore_result=True, worker_prefetch_multiplier=4, task_acks_late=True, broker_connection_retry_on_startup=True)
+app.conf.update(
+    task_ignore_result=True, worker_prefetch_multiplier=4, task_acks_late=True, broker_connection_retry_on_startup=True
+)
 
 
 @app.task(name="bench.noop")

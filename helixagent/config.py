@@ -116,9 +116,7 @@ def _validate(config: Config) -> None:
         raise ConfigError("migration.consumer_rabbitmq_percent: must be between 0 and 100")
     if config.messaging.broker not in BROKERS:
         raise ConfigError(f"messaging.broker: {config.messaging.broker!r} is not one of {BROKERS}")
-    if config.database_url and not config.database_url.startswith(
-        ("postgres://", "postgresql://", "sqlite://")
-    ):
+    if config.database_url and not config.database_url.startswith(("postgres://", "postgresql://", "sqlite://")):
         raise ConfigError("database_url: must start with postgresql:// or sqlite://")
     if config.queue.visibility_timeout <= 0 or config.queue.claim_batch < 1:
         raise ConfigError("queue.visibility_timeout and queue.claim_batch: must be positive")

@@ -147,11 +147,19 @@ LOGGING: dict[str, Any] = {
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "helixagent.logging.JsonFormatter"}},
     "handlers": {
-        "file": {"class": "logging.handlers.WatchedFileHandler", "filename": str(LOG_DIR / "helixagent.log"), "formatter": "json"},
+        "file": {
+            "class": "logging.handlers.WatchedFileHandler",
+            "filename": str(LOG_DIR / "helixagent.log"),
+            "formatter": "json",
+        },
         "console": {"class": "logging.StreamHandler", "formatter": "json"},
     },
     "loggers": {
-        "helixagent": {"handlers": ["file", "console"], "level": os.environ.get("HELIX_LOG_LEVEL", "INFO"), "propagate": False},
+        "helixagent": {
+            "handlers": ["file", "console"],
+            "level": os.environ.get("HELIX_LOG_LEVEL", "INFO"),
+            "propagate": False,
+        },
     },
 }
 

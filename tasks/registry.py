@@ -21,7 +21,7 @@ class TaskContext(Protocol):
     attempt: int
 
     def progress(self, percent: int, message: str = "") -> None:
-        """Record progress (0–100); it becomes a task event."""
+        """Record progress (0-100); it becomes a task event."""
 
     def cancelled(self) -> bool:
         """Whether an operator cancelled the task; long handlers should stop when true."""

@@ -90,10 +90,10 @@ _heartbeat = _Heartbeat()
 
 def _claim(task_id: str, worker_id: str, source: str) -> Task | None:
     task = transitions.claim(task_id, worker_id, source)
-    if task is None and Task.objects.filter(pk=task_id, status=states.RUNNING).exists():
-        # The row may belong to a worker that died: recover stale executions, then try again.
-        if transitions.recover_stuck(get_config().tasks.stuck_threshold):
-            task = transitions.claim(task_id, worker_id, source)
+    # A running row may belong to a worker that died: recover stale executions, then try again.
+    stale = task is None and Task.objects.filter(pk=task_id, status=states.RUNNING).exists()
+    if stale and transitions.recover_stuck(get_config().tasks.stuck_threshold):
+        task = transitions.claim(task_id, worker_id, source)
     return task
 
 
@@ -101,6 +101,7 @@ def execute(task: Task) -> Task | None:
     """Run the claimed ``task``'s handler and store its outcome; returns the updated row."""
     if task.deadline and task.deadline < timezone.now():
         return transitions.fail(task, "deadline passed before the task started", permanent=True, delay=0)
+    assert task.execution_id is not None, "execute() needs a claimed task"
     _heartbeat.add(task.execution_id)
     try:
         result = get_task_type(task.task_type).handler(_Context(task), task.payload)

@@ -17,7 +17,6 @@ from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
 from tasks.registry import get_task_type
 
-
 #: a pending task untouched this long without a schedule is published by the dispatcher
 #: (a task re-driven from dead_letter, or recovered by hand).
 REPUBLISH_GRACE = timedelta(seconds=5)

@@ -50,7 +50,7 @@ def _transition_sql(
     values = ", ".join(["%s"] * len(event))
     params += [_prep(TaskEvent, name, value) for name, value in event.items()]
     statement = (
-        f"WITH t AS ({update}), e AS (INSERT INTO \"{TaskEvent._meta.db_table}\" (task_id, {columns}) "
+        f'WITH t AS ({update}), e AS (INSERT INTO "{TaskEvent._meta.db_table}" (task_id, {columns}) '
         f"SELECT t.id, {values} FROM t) SELECT * FROM t"
     )
     return statement, params
@@ -81,8 +81,15 @@ def _apply(
         for from_status in allowed_from:
             if not states.can_transition(from_status, target):
                 continue
-            event = {"kind": "transition", "from_status": from_status, "to_status": target, "message": note,
-                     "worker_id": by, "data": data, "created_at": now}
+            event = {
+                "kind": "transition",
+                "from_status": from_status,
+                "to_status": target,
+                "message": note,
+                "worker_id": by,
+                "data": data,
+                "created_at": now,
+            }
             statement, params = _transition_sql(task_id, from_status, only_execution, updates, event)
             task = next(iter(Task.objects.raw(statement, params)), None)
             if task is not None:
@@ -97,7 +104,9 @@ def record_created(task: Task, queued: bool = False) -> None:
     was published in the same transaction that inserts it (the row is not visible before)."""
     events = [TaskEvent(task_id=task.pk, from_status="", to_status=states.PENDING, message="created")]
     if queued:
-        events.append(TaskEvent(task_id=task.pk, from_status=states.PENDING, to_status=states.QUEUED, message="published"))
+        events.append(
+            TaskEvent(task_id=task.pk, from_status=states.PENDING, to_status=states.QUEUED, message="published")
+        )
     TaskEvent.objects.bulk_create(events)
 
 
@@ -146,10 +155,17 @@ def fail(task: Task, error: str, *, permanent: bool, delay: float) -> Task | Non
     """
     common: dict[str, Any] = {"only_execution": task.execution_id, "by": task.worker_id, "last_error": error[:4000]}
     if permanent:
-        return _apply(task.pk, states.FAILED, (states.RUNNING,), note=error[:500], completed_at=timezone.now(), **common)
+        return _apply(
+            task.pk, states.FAILED, (states.RUNNING,), note=error[:500], completed_at=timezone.now(), **common
+        )
     if task.retry_count >= task.max_retries:
         return _apply(
-            task.pk, states.DEAD_LETTER, (states.RUNNING,), note="retries exhausted", completed_at=timezone.now(), **common
+            task.pk,
+            states.DEAD_LETTER,
+            (states.RUNNING,),
+            note="retries exhausted",
+            completed_at=timezone.now(),
+            **common,
         )
     return _apply(
         task.pk,
@@ -171,7 +187,13 @@ def cancel(task_id: TaskId, reason: str = "cancelled by request") -> Task | None
 def redrive(task_id: TaskId) -> Task | None:
     """``dead_letter → pending`` with a fresh retry budget."""
     return _apply(
-        task_id, states.PENDING, (states.DEAD_LETTER,), note="re-driven", retry_count=0, scheduled_at=None, completed_at=None
+        task_id,
+        states.PENDING,
+        (states.DEAD_LETTER,),
+        note="re-driven",
+        retry_count=0,
+        scheduled_at=None,
+        completed_at=None,
     )
 
 
@@ -183,9 +205,18 @@ def recover_stuck(threshold_seconds: float) -> list[uuid.UUID]:
     """
     cutoff = timezone.now() - timedelta(seconds=threshold_seconds)
     recovered = []
-    for task_id in Task.objects.filter(status=states.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)[:500]:
+    for task_id in Task.objects.filter(status=states.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)[
+        :500
+    ]:
         if _apply(task_id, states.STUCK, (states.RUNNING,), note=f"no heartbeat for {threshold_seconds:.0f}s"):
-            _apply(task_id, states.PENDING, (states.STUCK,), note="recovered", execution_id=None, scheduled_at=timezone.now())
+            _apply(
+                task_id,
+                states.PENDING,
+                (states.STUCK,),
+                note="recovered",
+                execution_id=None,
+                scheduled_at=timezone.now(),
+            )
             recovered.append(task_id)
     return recovered
 
@@ -208,6 +239,10 @@ def record_progress(task: Task, percent: int, message: str = "") -> bool:
         )
         if changed:
             TaskEvent.objects.create(
-                task_id=task.pk, kind="progress", message=message[:500], worker_id=task.worker_id, data={"progress": percent}
+                task_id=task.pk,
+                kind="progress",
+                message=message[:500],
+                worker_id=task.worker_id,
+                data={"progress": percent},
             )
     return bool(changed)

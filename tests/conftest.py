@@ -76,9 +76,22 @@ class WorkerProcess:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         command = [
-            sys.executable, "-m", "celery", "-A", "helixagent", "worker", "--loglevel", "INFO",
-            "--hostname", f"{name}@%h", "--pool", pool, "--concurrency", str(concurrency),
-            "--without-mingle", "--without-gossip",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "helixagent",
+            "worker",
+            "--loglevel",
+            "INFO",
+            "--hostname",
+            f"{name}@%h",
+            "--pool",
+            pool,
+            "--concurrency",
+            str(concurrency),
+            "--without-mingle",
+            "--without-gossip",
         ]
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
@@ -151,7 +164,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail with ``what`` on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -4,46 +4,48 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='QueueBinding',
+            name="QueueBinding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('exchange', models.CharField(max_length=200)),
-                ('exchange_type', models.CharField(default='direct', max_length=20)),
-                ('routing_key', models.CharField(default='', max_length=200)),
-                ('pattern', models.CharField(default='', max_length=200)),
-                ('queue', models.CharField(max_length=200)),
-                ('message_ttl', models.FloatField(null=True)),
-                ('expires', models.FloatField(null=True)),
-                ('last_seen', models.FloatField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("exchange", models.CharField(max_length=200)),
+                ("exchange_type", models.CharField(default="direct", max_length=20)),
+                ("routing_key", models.CharField(default="", max_length=200)),
+                ("pattern", models.CharField(default="", max_length=200)),
+                ("queue", models.CharField(max_length=200)),
+                ("message_ttl", models.FloatField(null=True)),
+                ("expires", models.FloatField(null=True)),
+                ("last_seen", models.FloatField()),
             ],
             options={
-                'db_table': 'helix_queue_binding',
-                'constraints': [models.UniqueConstraint(fields=('exchange', 'routing_key', 'queue'), name='helix_queue_binding_unique')],
+                "db_table": "helix_queue_binding",
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("exchange", "routing_key", "queue"), name="helix_queue_binding_unique"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='QueueMessage',
+            name="QueueMessage",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('queue', models.CharField(max_length=200)),
-                ('priority', models.SmallIntegerField(default=0)),
-                ('payload', models.TextField()),
-                ('visible_at', models.FloatField()),
-                ('delivery_count', models.IntegerField(default=0)),
-                ('expires_at', models.FloatField(null=True)),
-                ('created_at', models.FloatField()),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("queue", models.CharField(max_length=200)),
+                ("priority", models.SmallIntegerField(default=0)),
+                ("payload", models.TextField()),
+                ("visible_at", models.FloatField()),
+                ("delivery_count", models.IntegerField(default=0)),
+                ("expires_at", models.FloatField(null=True)),
+                ("created_at", models.FloatField()),
             ],
             options={
-                'db_table': 'helix_queue_message',
-                'indexes': [models.Index(fields=['queue', '-priority', 'id'], name='helix_queue_claim')],
+                "db_table": "helix_queue_message",
+                "indexes": [models.Index(fields=["queue", "-priority", "id"], name="helix_queue_claim")],
             },
         ),
     ]

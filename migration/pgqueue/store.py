@@ -67,15 +67,23 @@ class QueueStore(ABC):
         self.execute(sql.PURGE, (queue,))
         self.execute(sql.DELETE_BINDINGS, (queue,))
 
-    def bind(self, exchange: str, kind: str, routing_key: str, pattern: str, queue: str,
-             ttl: float | None, expires: float | None) -> None:
+    def bind(
+        self,
+        exchange: str,
+        kind: str,
+        routing_key: str,
+        pattern: str,
+        queue: str,
+        ttl: float | None,
+        expires: float | None,
+    ) -> None:
         self.execute(sql.BIND, (exchange, kind, routing_key, pattern, queue, ttl, expires, time.time()))
 
     def unbind(self, exchange: str, routing_key: str, queue: str) -> None:
         self.execute(sql.UNBIND, (exchange, routing_key, queue))
 
     def bindings(self) -> list[Binding]:
-        return [tuple(row) for row in self.execute(sql.BINDINGS)]  # type: ignore[misc]
+        return [tuple(row) for row in self.execute(sql.BINDINGS)]
 
     def touch(self, queues: Iterable[str]) -> None:
         now = time.time()
@@ -105,7 +113,7 @@ class PostgresStore(QueueStore):
 
     def execute(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self.lock, self.conn.cursor() as cur:
-            cur.execute(statement, params)  # type: ignore[arg-type]
+            cur.execute(statement, params)
             return cur.fetchall() if cur.description else []
 
     def put(self, queue: str, priority: int, payload: str, ttl: float | None) -> None:
@@ -116,7 +124,7 @@ class PostgresStore(QueueStore):
         now = time.time()
         with self.lock, self.conn.cursor() as cur:
             cur.execute(sql.PG_CLAIM, {"queue": queue, "now": now, "lease": now + lease, "limit": limit})
-            rows: list[Claimed] = cur.fetchall()  # type: ignore[assignment]
+            rows: list[Claimed] = cur.fetchall()
         return sorted(rows, key=lambda row: (-row[1], row[0]))
 
     def ack(self, ids: Sequence[int]) -> None:
@@ -145,7 +153,9 @@ class SqliteStore(QueueStore):
         with self.lock:
             return self.conn.execute(statement.replace("%s", "?"), tuple(params)).fetchall()
 
-    def _ids(self, statement: str, ids: Sequence[int], before: tuple[Any, ...] = (), after: tuple[Any, ...] = ()) -> None:
+    def _ids(
+        self, statement: str, ids: Sequence[int], before: tuple[Any, ...] = (), after: tuple[Any, ...] = ()
+    ) -> None:
         marks = ",".join("?" * len(ids))
         with self.lock:
             self.conn.execute(statement.format(ids=marks), (*before, *ids, *after))
@@ -240,7 +250,7 @@ class NotifyWaiter(Waiter):
 
     def listen(self, queues: Iterable[str]) -> None:
         for channel in {sql.notify_channel(q) for q in queues} - self.channels:
-            self.conn.execute(f'LISTEN "{channel}"')  # type: ignore[arg-type]
+            self.conn.execute(f'LISTEN "{channel}"')
             self.channels.add(channel)
 
     def wait(self, timeout: float) -> None:

@@ -26,7 +26,6 @@ Transport options:
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import time
 from collections import deque
@@ -35,7 +34,6 @@ from typing import Any
 import psycopg
 from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
-from kombu.utils.json import loads
 
 from helixagent.logging import get_logger
 from migration.pgqueue.store import Claimed, QueueStore, Waiter, open_store, open_waiter
@@ -93,7 +91,12 @@ class Channel(virtual.Channel):
     QoS = QoS
     supports_fanout = True
     do_restore = True
-    from_transport_options = (*virtual.Channel.from_transport_options, "dsn", "visibility_timeout", "claim_batch")
+    from_transport_options = (  # type: ignore[assignment]
+        *virtual.Channel.from_transport_options,
+        "dsn",
+        "visibility_timeout",
+        "claim_batch",
+    )
     dsn: str = ""
     visibility_timeout: float = 30.0
     claim_batch: int = 10
@@ -125,7 +128,7 @@ class Channel(virtual.Channel):
                 self.store.ack([row[0] for row in rows])
             buffer.extend(rows)
         message_id, _priority, payload, deliveries = buffer.popleft()
-        message: dict[str, Any] = loads(payload)
+        message: dict[str, Any] = json.loads(payload)
         message["properties"]["delivery_tag"] = f"{message_id}.{deliveries}"
         if deliveries > 1:
             message["redelivered"] = True
@@ -156,7 +159,8 @@ class Channel(virtual.Channel):
     # -- declarations and bindings shared through the database --------------------------------
     def prepare_queue_arguments(self, arguments: dict[str, Any] | None, **kwargs: Any) -> dict[str, Any]:
         """Keep ``message_ttl`` and ``expires`` of kombu queues as ``x-message-ttl``/``x-expires``."""
-        return to_rabbitmq_queue_arguments(arguments or {}, **kwargs)
+        prepared: dict[str, Any] = to_rabbitmq_queue_arguments(arguments or {}, **kwargs)
+        return prepared
 
     def queue_declare(self, queue: str | None = None, passive: bool = False, **kwargs: Any) -> Any:
         result = super().queue_declare(queue=queue, passive=passive, **kwargs)
@@ -177,8 +181,9 @@ class Channel(virtual.Channel):
         )
         self._bindings_at = 0.0
 
-    def queue_unbind(self, queue: str, exchange: str | None = None, routing_key: str = "", arguments: Any = None,
-                     **kwargs: Any) -> None:
+    def queue_unbind(
+        self, queue: str, exchange: str | None = None, routing_key: str = "", arguments: Any = None, **kwargs: Any
+    ) -> None:
         super().queue_unbind(queue, exchange, routing_key, arguments, **kwargs)
         self.store.unbind(exchange or "amq.direct", routing_key, queue)
         self._bindings_at = 0.0
@@ -196,7 +201,7 @@ class Channel(virtual.Channel):
     def get_table(self, exchange: str) -> list[tuple[str, str, str]]:
         local = self.state.exchanges.get(exchange, {}).get("table", [])
         shared = self._shared_bindings().get(exchange, ("direct", []))[1]
-        return list(dict.fromkeys([*map(tuple, local), *shared]))  # type: ignore[arg-type]
+        return list(dict.fromkeys([*map(tuple, local), *shared]))
 
     def typeof(self, exchange: str, default: str = "direct") -> Any:
         if exchange in self.state.exchanges:
@@ -254,25 +259,31 @@ class Transport(virtual.Transport):
 
     Channel = Channel
     polling_interval = 1.0
-    default_port = 5432
+    default_port = 5432  # type: ignore[assignment]
     driver_type = "pgqueue"  # not "sql": Celery turns events off for that driver type
     driver_name = "pgqueue"
     implements = virtual.Transport.implements.extend(
         asynchronous=False, exchange_type=frozenset(["direct", "topic", "fanout"])
     )
-    connection_errors = (
+    connection_errors = (  # type: ignore[assignment]
         *virtual.Transport.connection_errors,
         psycopg.OperationalError,
         psycopg.InterfaceError,
         sqlite3.OperationalError,
     )
-    channel_errors = (*virtual.Transport.channel_errors, psycopg.DatabaseError, sqlite3.DatabaseError)
+    channel_errors = (  # type: ignore[assignment]
+        *virtual.Transport.channel_errors,
+        psycopg.DatabaseError,
+        sqlite3.DatabaseError,
+    )
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
         options = client.transport_options
         self.dsn = str(options.get("dsn", ""))
-        self.lease_interval = min(RENEW_INTERVAL, float(options.get("visibility_timeout", Channel.visibility_timeout)) / 3)
+        self.lease_interval = min(
+            RENEW_INTERVAL, float(options.get("visibility_timeout", Channel.visibility_timeout)) / 3
+        )
         self._waiter: Waiter | None = None
         self._renewed_at = time.monotonic()
         self._swept_at = 0.0
@@ -283,18 +294,18 @@ class Transport(virtual.Transport):
             self._waiter = open_waiter(self.dsn)
         return self._waiter
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         """Deliver one message; when there is none, wait for a NOTIFY rather than sleep."""
         started = time.monotonic()
         while True:
             self._maintain()
             try:
-                self.cycle.get(self._deliver, timeout=timeout)
+                self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]
                 return
             except Empty:
                 elapsed = time.monotonic() - started
                 if timeout is not None and elapsed >= timeout:
-                    raise socket.timeout() from None
+                    raise TimeoutError() from None
                 wait = self.polling_interval if timeout is None else min(self.polling_interval, timeout - elapsed)
                 self.waiter.wait(max(wait, 0.0))
 

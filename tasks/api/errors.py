@@ -24,7 +24,9 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 
 def unavailable_body(what: str = "database") -> dict[str, Any]:
-    return error_body("service_unavailable", f"the {what} is unreachable; retry later", {"retry_after": RETRY_AFTER_SECONDS})
+    return error_body(
+        "service_unavailable", f"the {what} is unreachable; retry later", {"retry_after": RETRY_AFTER_SECONDS}
+    )
 
 
 def unavailable_response(what: str = "database") -> JsonResponse:

@@ -63,10 +63,30 @@ class TaskSerializer(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = [
-            "id", "task_type", "task_name", "status", "priority", "payload", "progress", "progress_message",
-            "result", "last_error", "correlation_id", "parent_task_id", "queue", "dispatch_source", "worker_id",
-            "retry_count", "max_retries", "scheduled_at", "deadline", "config", "created_at", "updated_at",
-            "started_at", "completed_at",
+            "id",
+            "task_type",
+            "task_name",
+            "status",
+            "priority",
+            "payload",
+            "progress",
+            "progress_message",
+            "result",
+            "last_error",
+            "correlation_id",
+            "parent_task_id",
+            "queue",
+            "dispatch_source",
+            "worker_id",
+            "retry_count",
+            "max_retries",
+            "scheduled_at",
+            "deadline",
+            "config",
+            "created_at",
+            "updated_at",
+            "started_at",
+            "completed_at",
         ]
 
 
@@ -75,7 +95,17 @@ class TaskAcceptedSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Task
-        fields = ["id", "task_type", "task_name", "status", "priority", "queue", "scheduled_at", "created_at", "message"]
+        fields = [
+            "id",
+            "task_type",
+            "task_name",
+            "status",
+            "priority",
+            "queue",
+            "scheduled_at",
+            "created_at",
+            "message",
+        ]
 
     def get_message(self, task: Task) -> str:
         return str(self.context.get("message", "task accepted"))

@@ -70,7 +70,9 @@ class TaskListCreateView(generics.ListAPIView):
         body.is_valid(raise_exception=True)
         task, created = service.submit(body.validated_data, request.headers.get("Idempotency-Key"))
         message = "task accepted" if created else "task already accepted under this Idempotency-Key"
-        return Response(TaskAcceptedSerializer(task, context={"message": message}).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            TaskAcceptedSerializer(task, context={"message": message}).data, status=status.HTTP_202_ACCEPTED
+        )
 
 
 class TaskDetailView(APIView):
@@ -108,7 +110,11 @@ class HealthView(APIView):
                 .values_list("status")
                 .annotate(n=Count("id"))
             )
-            depths = QueueMessage.objects.filter(queue__startswith="helixagent.").values_list("queue").annotate(n=Count("id"))
+            depths = (
+                QueueMessage.objects.filter(queue__startswith="helixagent.")
+                .values_list("queue")
+                .annotate(n=Count("id"))
+            )
             queue["queue_depths"] = dict(depths)
             queue["pending"] = counts.get(states.PENDING, 0) + counts.get(states.QUEUED, 0)
             queue["running"] = counts.get(states.RUNNING, 0)

@@ -13,7 +13,9 @@ from tests.conftest import ROOT, free_port, process_env, wait_for
 
 
 def request(url: str, body: bytes | None = None) -> tuple[int, dict[str, str], dict[str, object]]:
-    req = urllib.request.Request(url, data=body, headers={"Authorization": "Bearer hx_x", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=body, headers={"Authorization": "Bearer hx_x", "Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=15) as response:
             return response.status, dict(response.headers), json.load(response)
@@ -26,7 +28,10 @@ def test_api_answers_503_with_retry_after_when_postgresql_is_down(tmp_path: Path
     dead_db = f"postgresql://helixagent:helixagent@127.0.0.1:{free_port()}/helixagent"
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "helixagent.asgi:application", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT, env=process_env(dead_db, tmp_path), stdout=(tmp_path / "api.log").open("w"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=process_env(dead_db, tmp_path),
+        stdout=(tmp_path / "api.log").open("w"),
+        stderr=subprocess.STDOUT,
     )
     try:
         base = f"http://127.0.0.1:{port}"

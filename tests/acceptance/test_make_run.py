@@ -30,15 +30,19 @@ def test_run_script_serves_tasks_on_sqlite_with_flower(tmp_path: Path) -> None:
     api_port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE")}
     env.update(
-        HELIX_API_PORT=str(api_port), HELIX_FLOWER_PORT=str(flower_port),
-        HELIX_VAR_DIR=str(tmp_path / "var"), HELIX_LOG_DIR=str(tmp_path / "logs"),
+        HELIX_API_PORT=str(api_port),
+        HELIX_FLOWER_PORT=str(flower_port),
+        HELIX_VAR_DIR=str(tmp_path / "var"),
+        HELIX_LOG_DIR=str(tmp_path / "logs"),
     )
     output = tmp_path / "run.out"
     process = subprocess.Popen(
         ["scripts/run.sh"], cwd=ROOT, env=env, stdout=output.open("w"), stderr=subprocess.STDOUT, start_new_session=True
     )
     try:
-        banner = wait_for(lambda: "HelixAgent is running" in output.read_text() and output.read_text(), 90, what="banner")
+        banner = wait_for(
+            lambda: "HelixAgent is running" in output.read_text() and output.read_text(), 90, what="banner"
+        )
         assert "SQLite (embedded), legacy mode" in banner
         token = re.search(r"Bearer (hx_[\w-]+)", banner)
         assert token, banner

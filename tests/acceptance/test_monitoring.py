@@ -21,7 +21,11 @@ def test_celery_inspect_ping_reaches_the_worker(live_db_url: str, start_worker: 
     start_worker("inspected")
     result = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "helixagent", "inspect", "ping", "--timeout", "5"],
-        cwd=ROOT, env=process_env(live_db_url, tmp_path), capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        env=process_env(live_db_url, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert "inspected@" in result.stdout and "pong" in result.stdout, result.stdout + result.stderr
 
@@ -47,7 +51,10 @@ def test_flower_shows_the_worker_and_its_tasks(api: Any, live_db_url: str, start
     env = process_env(live_db_url, tmp_path, FLOWER_UNAUTHENTICATED_API="true")
     flower = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "helixagent", "flower", "--address=127.0.0.1", f"--port={port}"],
-        cwd=ROOT, env=env, stdout=(tmp_path / "flower.log").open("w"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=(tmp_path / "flower.log").open("w"),
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthcheck"), 30, what="flower up")

@@ -34,7 +34,9 @@ def test_two_workers_complete_two_thousand_tasks_exactly_once(api: Any, start_wo
     start_worker("w2", concurrency=4)
     ids = [submit(api, "noop") for _ in range(2000)]
     wait_for(
-        lambda: Task.objects.filter(status="completed").count() == 2000, timeout=240, interval=1.0,
+        lambda: Task.objects.filter(status="completed").count() == 2000,
+        timeout=240,
+        interval=1.0,
         what="2000 completed tasks",
     )
     completions = Counter(

@@ -14,7 +14,9 @@ class Command(BaseCommand):
         users = get_user_model().objects
         if not path.exists() or not users.filter(username="admin").exists():
             password = secrets.token_urlsafe(12)
-            user = users.filter(username="admin").first() or users.create_superuser("admin", "admin@localhost", password)
+            user = users.filter(username="admin").first() or users.create_superuser(
+                "admin", "admin@localhost", password
+            )
             user.set_password(password)
             user.save()
             path.write_text(password)

@@ -27,14 +27,27 @@ def test_post_accepts_a_task_and_queues_it(api: Any) -> None:
     response = post(api, {"task_type": "echo", "payload": {"a": 1}, "priority": "high"})
     assert response.status_code == 202
     body = response.json()
-    assert set(body) == {"id", "task_type", "task_name", "status", "priority", "queue", "scheduled_at", "created_at", "message"}
+    assert set(body) == {
+        "id",
+        "task_type",
+        "task_name",
+        "status",
+        "priority",
+        "queue",
+        "scheduled_at",
+        "created_at",
+        "message",
+    }
     assert (body["status"], body["priority"], body["queue"]) == ("queued", "high", "helixagent.tasks.background")
     events = list(TaskEvent.objects.filter(task_id=body["id"]).order_by("id").values_list("from_status", "to_status"))
     assert events == [("", "pending"), ("pending", "queued")]
 
 
 def test_notify_tasks_go_to_the_notifications_queue(api: Any) -> None:
-    assert post(api, {"task_type": "notify", "payload": {"to": "a@b.c"}}).json()["queue"] == "helixagent.tasks.notifications"
+    assert (
+        post(api, {"task_type": "notify", "payload": {"to": "a@b.c"}}).json()["queue"]
+        == "helixagent.tasks.notifications"
+    )
 
 
 @pytest.mark.parametrize(
@@ -136,7 +149,13 @@ def test_scheduled_task_waits_unpublished(api: Any) -> None:
 
 def test_openapi_document_describes_every_endpoint(api: Any) -> None:
     schema = api.get("/openapi.json").json()
-    for path in ("/v1/tasks", "/v1/tasks/{task_id}", "/v1/tasks/{task_id}/status", "/v1/tasks/{task_id}/cancel", "/health"):
+    for path in (
+        "/v1/tasks",
+        "/v1/tasks/{task_id}",
+        "/v1/tasks/{task_id}/status",
+        "/v1/tasks/{task_id}/cancel",
+        "/health",
+    ):
         assert path in schema["paths"], path
     assert "202" in schema["paths"]["/v1/tasks"]["post"]["responses"]
 
