@@ -142,8 +142,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks in the throughput run")
     parser.add_argument("--latency-tasks", type=int, default=500, help="tasks in the latency run")
     parser.add_argument("--rate", type=float, default=100.0, help="submissions per second in the latency run")
-    parser.add_argument("--pool", default="threads", choices=["threads", "prefork"], help="worker pool, both sides")
-    parser.add_argument("--concurrency", type=int, default=8, help="worker concurrency, both sides")
+    parser.add_argument("--pool", default="prefork", choices=["threads", "prefork"], help="worker pool, both sides")
+    parser.add_argument("--concurrency", type=int, default=4, help="worker concurrency, both sides")
     args = parser.parse_args()
     base = os.environ.get("DATABASE_URL", "")
     if not base.startswith("postgresql://"):

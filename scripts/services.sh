@@ -4,6 +4,7 @@
 #   scripts/services.sh status   say which service answers
 #   scripts/services.sh down     stop the three services
 #   scripts/services.sh env      print the export lines that point HelixAgent at them
+#   scripts/services.sh restart-postgres   fast restart of PostgreSQL (fault drills and tests)
 # Idempotent: a service that already answers is left alone. Needs root to install packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -132,5 +133,6 @@ case "${1:-up}" in
   status) status ;;
   down) down ;;
   env) print_env ;;
-  *) echo "usage: $0 up|status|down|env" >&2; exit 2 ;;
+  restart-postgres) pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast && wait_port PostgreSQL "$PG_PORT" 30 ;;
+  *) echo "usage: $0 up|status|down|env|restart-postgres" >&2; exit 2 ;;
 esac

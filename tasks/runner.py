@@ -15,9 +15,9 @@ import uuid
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_ready, worker_shutdown
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from helixagent.config import get_config
@@ -128,14 +128,24 @@ def _delay(task: Task) -> float:
 
 @shared_task(name="helixagent.run_task", bind=True, acks_late=True, ignore_result=True)
 def run_task(self: Any, task_id: str) -> str:
-    """Claim and execute one task; a copy that finds the task already claimed does nothing."""
+    """Claim and execute one task; a copy that finds the task already claimed does nothing.
+
+    When the database cannot be reached the message is rejected back to the queue rather than
+    acknowledged, so the task is not lost; a claim it may have made is recovered as stuck.
+    """
     close_old_connections()  # as at the start of a request: drop broken or expired connections
     worker_id = f"{self.request.hostname}:{os.getpid()}"
-    task = _claim(task_id, worker_id, source="postgresql")
-    if task is None:
-        log.info("task.claim_skipped", extra={"task_id": task_id, "worker": worker_id})
-        return "skipped"
-    outcome = execute(task)
+    try:
+        task = _claim(task_id, worker_id, source="postgresql")
+        if task is None:
+            log.info("task.claim_skipped", extra={"task_id": task_id, "worker": worker_id})
+            return "skipped"
+        outcome = execute(task)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("task.database_unavailable", extra={"task_id": task_id, "error": str(exc)})
+        close_old_connections()
+        time.sleep(1.0)  # do not spin through the queue while the database is away
+        raise Reject(exc, requeue=True) from exc
     return outcome.status if outcome else "superseded"
 
 

@@ -185,14 +185,14 @@ def cancel(task_id: TaskId, reason: str = "cancelled by request") -> Task | None
 
 
 def redrive(task_id: TaskId) -> Task | None:
-    """``dead_letter → pending`` with a fresh retry budget."""
+    """``dead_letter → pending`` with a fresh retry budget; the dispatcher publishes it."""
     return _apply(
         task_id,
         states.PENDING,
         (states.DEAD_LETTER,),
         note="re-driven",
         retry_count=0,
-        scheduled_at=None,
+        scheduled_at=timezone.now(),
         completed_at=None,
     )
 

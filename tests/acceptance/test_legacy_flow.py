@@ -76,3 +76,16 @@ def test_the_notify_type_sends_an_email(api: Any, start_worker: Any, tmp_path: A
     assert task.result == {"sent": 1, "to": ["ops@example.com"]}
     mails = list((tmp_path / "mail").glob("*.log"))
     assert mails and "deploy done" in mails[0].read_text()
+
+
+def test_a_dead_lettered_task_can_be_redriven_from_the_admin(api: Any, start_worker: Any, admin_client: Any) -> None:
+    start_worker()
+    task_id = submit(api, "fail", {}, config={"max_retries": 0})
+    wait_status(task_id, "dead_letter")
+    response = admin_client.post(
+        "/django-admin/tasks/task/", {"action": "redrive", "_selected_action": [task_id]}, follow=True
+    )
+    assert response.status_code == 200
+    wait_for(lambda: event_path(task_id).count("running") == 2, 15, what="second execution")
+    wait_status(task_id, "dead_letter")
+    assert event_path(task_id)[-5:] == ["dead_letter", "pending", "queued", "running", "dead_letter"]

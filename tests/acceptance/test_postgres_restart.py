@@ -1,0 +1,41 @@
+"""PostgreSQL restarts under load in legacy mode: workers reconnect by themselves, nothing is lost."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import Count
+
+from tasks.models import Task, TaskEvent
+from tests.acceptance.helpers import submit
+from tests.conftest import ROOT, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def restart_postgres() -> None:
+    result = subprocess.run(
+        ["scripts/services.sh", "restart-postgres"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    connection.close()  # this process's connection died with the server
+
+
+def test_workers_reconnect_after_a_restart_and_every_task_completes_once(api: Any, start_worker: Any) -> None:
+    start_worker("w1", concurrency=4)
+    first = [submit(api, "sleep", {"seconds": 0.05}) for _ in range(200)]
+    wait_for(lambda: Task.objects.filter(status="completed").count() >= 20, 60, what="work under way")
+    restart_postgres()
+    later = [submit(api, "noop") for _ in range(50)]
+    wait_for(
+        lambda: Task.objects.filter(status="completed").count() == len(first) + len(later),
+        timeout=120,
+        interval=0.5,
+        what="every task completed after the restart",
+    )
+    completions = TaskEvent.objects.filter(to_status="completed").values("task_id").annotate(n=Count("id"))
+    assert {row["n"] for row in completions} == {1}
+    assert len(completions) == len(first) + len(later)
