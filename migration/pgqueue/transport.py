@@ -5,7 +5,8 @@ Features:
       the consumer's prefetch window has room for them;
     * ``LISTEN/NOTIFY`` wake-up, so an idle worker starts a new message at once; polling every
       ``polling_interval`` seconds remains as the safety net (SQLite only polls);
-    * acknowledgement deletes the row, so the table holds only live messages;
+    * acknowledgement deletes the row, so the table holds only live messages; deletes are
+      batched and applied before the consumer's next claim;
     * a visibility timeout: a claimed message is leased for ``visibility_timeout`` seconds and the
       consumer renews the lease while it holds it; a consumer that dies stops renewing, and the
       message is delivered again;
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -59,14 +61,14 @@ class QoS(virtual.QoS):
     """Acks delete the row; rejects and restores release the lease instead of copying the message."""
 
     def ack(self, delivery_tag: str) -> None:
-        self.channel.store.ack([row_id(delivery_tag)])
+        self.channel.ack_later(row_id(delivery_tag))
         super().ack(delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if requeue:
             self.channel.store.release([row_id(delivery_tag)])
         else:
-            self.channel.store.ack([row_id(delivery_tag)])
+            self.channel.ack_later(row_id(delivery_tag))
         self._quick_ack(delivery_tag)
 
     def held_ids(self) -> list[int]:
@@ -79,6 +81,7 @@ class QoS(virtual.QoS):
         self._delivered.clear()
         if ids:
             try:
+                self.channel.flush_acks()
                 self.channel.store.release(ids)
             except Exception:  # the database is gone: the leases expire by themselves
                 log.warning("pgqueue.release_failed", extra={"count": len(ids)})
@@ -112,6 +115,8 @@ class Channel(virtual.Channel):
         self._bindings_at = 0.0
         self._bindings: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
         self._ttl: dict[str, float | None] = {}
+        self._acked: list[int] = []
+        self._acked_lock = threading.Lock()
 
     # -- the kombu virtual contract ----------------------------------------------------------
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
@@ -143,6 +148,7 @@ class Channel(virtual.Channel):
             self._put(queue, message)
 
     def _size(self, queue: str) -> int:
+        self.flush_acks()
         return self.store.size(queue)
 
     def _purge(self, queue: str) -> int:
@@ -229,6 +235,20 @@ class Channel(virtual.Channel):
             self.store.ack([row_id(message.delivery_tag)])
         return message
 
+    def ack_later(self, message_id: int) -> None:
+        """Acknowledge a row; the DELETE is batched with others (see :meth:`flush_acks`)."""
+        with self._acked_lock:
+            self._acked.append(message_id)
+
+    def flush_acks(self) -> None:
+        """Delete acknowledged rows in one statement. Runs before every claim of the consuming
+        loop, at size queries and at close; a row whose DELETE is lost in a crash is delivered
+        again and its task's claim finds nothing to do."""
+        with self._acked_lock:
+            ids, self._acked = self._acked, []
+        if ids:
+            self.store.ack(ids)
+
     def held_ids(self) -> list[int]:
         """Rows this channel holds: delivered and unacknowledged, or claimed and buffered."""
         buffered = [row[0] for rows in self._buffer.values() for row in rows]
@@ -245,6 +265,7 @@ class Channel(virtual.Channel):
         buffered = [row[0] for rows in self._buffer.values() for row in rows]
         self._buffer.clear()
         try:
+            self.flush_acks()
             if buffered:
                 self.store.release(buffered)
             super().close()
@@ -310,6 +331,8 @@ class Transport(virtual.Transport):
                 self.waiter.wait(max(wait, 0.0))
 
     def _maintain(self) -> None:
+        for channel in self.channels:
+            channel.flush_acks()
         now = time.monotonic()
         if now - self._renewed_at >= self.lease_interval:
             self._renewed_at = now

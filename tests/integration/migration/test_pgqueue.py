@@ -108,6 +108,7 @@ def test_kombu_round_trip_acks_by_deleting_the_row(live_db_url: str, store: Any)
         assert message.payload == {"hello": "world"}
         assert store.size("probe.roundtrip") == 1  # still held until acknowledged
         message.ack()
+        assert queue.qsize() == 0
         assert store.size("probe.roundtrip") == 0
         queue.close()
 
