@@ -223,14 +223,24 @@ class TransactionStore(QueueStore):
 
 
 class Waiter:
-    """How an idle consumer waits for new messages: here, by sleeping (the polling fallback)."""
+    """How an idle consumer learns of new messages: here, by sleeping (the polling fallback).
+
+    ``queues`` are the queues it hears about; a queue outside it must be polled.
+    """
+
+    queues: frozenset[str] = frozenset()
 
     def listen(self, queues: Iterable[str]) -> None:
         """Subscribe to wake-ups for ``queues``."""
 
-    def wait(self, timeout: float) -> None:
-        """Block until a wake-up arrives or ``timeout`` passes."""
+    def wait(self, timeout: float) -> set[str]:
+        """Block until a wake-up arrives or ``timeout`` passes; return the queues woken."""
         time.sleep(timeout)
+        return set()
+
+    def woken(self) -> set[str]:
+        """Queues woken since the last call, without blocking."""
+        return set()
 
     def close(self) -> None:
         """Release the waiter's resources."""
@@ -246,16 +256,28 @@ class NotifyWaiter(Waiter):
 
     def __init__(self, dsn: str, connect_timeout: float = 5.0) -> None:
         self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=int(connect_timeout))
-        self.channels: set[str] = set()
+        self.channels: dict[str, set[str]] = {}  # channel -> queues
+        self.queues = frozenset()
 
     def listen(self, queues: Iterable[str]) -> None:
-        for channel in {sql.notify_channel(q) for q in queues} - self.channels:
-            self.conn.execute(f'LISTEN "{channel}"')
-            self.channels.add(channel)
+        for queue in set(queues) - self.queues:
+            channel = sql.notify_channel(queue)
+            if channel not in self.channels:
+                self.conn.execute(f'LISTEN "{channel}"')
+            self.channels.setdefault(channel, set()).add(queue)
+            self.queues = self.queues | {queue}
 
-    def wait(self, timeout: float) -> None:
-        for _ in self.conn.notifies(timeout=timeout, stop_after=1):
-            break
+    def _queues(self, timeout: float, stop_after: int | None) -> set[str]:
+        woken: set[str] = set()
+        for notify in self.conn.notifies(timeout=timeout, stop_after=stop_after):
+            woken |= self.channels.get(notify.channel, set())
+        return woken
+
+    def wait(self, timeout: float) -> set[str]:
+        return self._queues(timeout, 1) | self.woken()
+
+    def woken(self) -> set[str]:
+        return self._queues(0.0, None)
 
     def close(self) -> None:
         self.conn.close()

@@ -124,9 +124,11 @@ class Channel(virtual.Channel):
         if not buffer:
             room = self.qos.can_consume_max_estimate()
             limit = self.claim_batch if room is None else min(self.claim_batch, room)
-            if limit <= 0:
+            if limit <= 0 or self.connection.is_idle(queue):
                 raise Empty()
             rows = self.store.claim(queue, limit, self.visibility_timeout)
+            if len(rows) < limit:
+                self.connection.mark_idle(queue)
             if not rows:
                 raise Empty()
             if queue in self._no_ack:
@@ -306,6 +308,7 @@ class Transport(virtual.Transport):
             RENEW_INTERVAL, float(options.get("visibility_timeout", Channel.visibility_timeout)) / 3
         )
         self._waiter: Waiter | None = None
+        self._idle: dict[str, float] = {}
         self._renewed_at = time.monotonic()
         self._swept_at = 0.0
 
@@ -315,11 +318,29 @@ class Transport(virtual.Transport):
             self._waiter = open_waiter(self.dsn)
         return self._waiter
 
+    def is_idle(self, queue: str) -> bool:
+        """Whether ``queue`` was found empty and nothing has been heard of it since.
+
+        Saves a claim round trip per empty queue and loop; the mark lapses after
+        ``polling_interval``, the safety net for a missed notification, a released lease or a
+        lease that expired."""
+        since = self._idle.get(queue)
+        return since is not None and time.monotonic() - since < self.polling_interval
+
+    def mark_idle(self, queue: str) -> None:
+        if queue in self.waiter.queues:  # only queues a NOTIFY can wake again
+            self._idle[queue] = time.monotonic()
+
+    def _wake(self, queues: set[str]) -> None:
+        for queue in queues:
+            self._idle.pop(queue, None)
+
     def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
         """Deliver one message; when there is none, wait for a NOTIFY rather than sleep."""
         started = time.monotonic()
         while True:
             self._maintain()
+            self._wake(self.waiter.woken())
             try:
                 self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]
                 return
@@ -328,7 +349,7 @@ class Transport(virtual.Transport):
                 if timeout is not None and elapsed >= timeout:
                     raise TimeoutError() from None
                 wait = self.polling_interval if timeout is None else min(self.polling_interval, timeout - elapsed)
-                self.waiter.wait(max(wait, 0.0))
+                self._wake(self.waiter.wait(max(wait, 0.0)))
 
     def _maintain(self) -> None:
         for channel in self.channels:
