@@ -47,7 +47,7 @@ def database_settings(url: str) -> dict[str, Any]:
         "HOST": parts.hostname or "127.0.0.1",
         "PORT": str(parts.port or 5432),
         "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
+        "CONN_HEALTH_CHECKS": False,  # a broken connection fails one request or task, then is replaced
         "OPTIONS": {"connect_timeout": 5},
     }
 
