@@ -17,8 +17,8 @@ from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
 from tasks.registry import get_task_type
 
-#: a pending task untouched this long without a schedule is published by the dispatcher
-#: (a task re-driven from dead_letter, or recovered by hand).
+#: a pending task untouched this long without a schedule is published by the dispatcher (a
+#: safety net: every path back to ``pending`` sets ``scheduled_at``).
 REPUBLISH_GRACE = timedelta(seconds=5)
 
 
@@ -105,7 +105,8 @@ def _send(task: Task) -> None:
 
 
 def dispatch_due(limit: int = 500) -> int:
-    """Publish pending tasks that are due: scheduled ones, retries, and orphaned submissions."""
+    """Publish pending tasks that are due: scheduled ones, retries, re-driven and recovered tasks,
+    and any pending task left without a message. ``SKIP LOCKED`` keeps workers apart."""
     now = timezone.now()
     due = Task.objects.filter(status=states.PENDING, scheduled_at__lte=now) | Task.objects.filter(
         status=states.PENDING, scheduled_at__isnull=True, updated_at__lt=now - REPUBLISH_GRACE

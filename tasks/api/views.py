@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db import connection
 from django.db.models import Count
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, pagination, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -45,12 +47,16 @@ class TaskListCreateView(generics.ListAPIView):
         queryset = Task.objects.all()
         for name in FILTERS:
             value = self.request.query_params.get(name)
-            if value:
-                if name == "status" and value not in states.STATUSES:
-                    from rest_framework.exceptions import ValidationError
-
-                    raise ValidationError({"status": f"must be one of {list(states.STATUSES)}"})
-                queryset = queryset.filter(**{name: value})
+            if not value:
+                continue
+            if name == "status" and value not in states.STATUSES:
+                raise ValidationError({"status": f"must be one of {list(states.STATUSES)}"})
+            if name == "parent_task_id":
+                try:
+                    uuid.UUID(value)
+                except ValueError:
+                    raise ValidationError({"parent_task_id": "must be a UUID"}) from None
+            queryset = queryset.filter(**{name: value})
         return queryset
 
     @extend_schema(

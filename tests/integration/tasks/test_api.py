@@ -124,6 +124,7 @@ def test_list_filters_and_paginates_with_a_cursor(api: Any) -> None:
     ids = {t["id"] for t in page["results"] + rest["results"]}
     assert len(ids) == 3
     assert_error(api.get("/v1/tasks", {"status": "sleeping"}), 400, "validation_error", "status")
+    assert_error(api.get("/v1/tasks", {"parent_task_id": "nope"}), 400, "validation_error", "parent_task_id")
 
 
 def test_detail_status_and_unknown_ids(api: Any) -> None:
