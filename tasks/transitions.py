@@ -1,9 +1,10 @@
-"""Every change of a task's status, each with its task-event row, in one transaction.
+"""Every change of a task's status, each written together with its task-event row.
 
-Invariant: a status changes only here, through :func:`_apply`, which locks the row, checks the
-state machine of :mod:`tasks.states` and writes the UPDATE with the expected status in its WHERE
-clause, so two processes racing for one task cannot both win. :func:`claim` is the only path into
-``running``: a duplicate copy of a message, or a redelivery, finds nothing to claim.
+Invariant: a status changes only here, through :func:`_apply`: one conditional UPDATE that names
+the expected current status (allowed by the state machine of :mod:`tasks.states`) in its WHERE
+clause, so two processes racing for one task cannot both win, and no status is read, changed in
+Python and written back. :func:`claim` is the only path into ``running``: a duplicate copy of a
+message, or a redelivery, finds nothing to claim.
 """
 
 from __future__ import annotations
