@@ -253,8 +253,11 @@ class Channel(virtual.Channel):
 
     def held_ids(self) -> list[int]:
         """Rows this channel holds: delivered and unacknowledged, or claimed and buffered."""
-        buffered = [row[0] for rows in self._buffer.values() for row in rows]
+        buffered = self._buffered_ids()
         return self.qos.held_ids() + buffered if self._qos is not None else buffered
+
+    def _buffered_ids(self) -> list[int]:
+        return [row[0] for rows in self._buffer.values() for row in rows]
 
     def renew(self) -> None:
         """Extend the leases of held rows and mark consumed queues as alive."""
@@ -264,7 +267,7 @@ class Channel(virtual.Channel):
         self.store.touch(self._active_queues)
 
     def close(self) -> None:
-        buffered = [row[0] for rows in self._buffer.values() for row in rows]
+        buffered = self._buffered_ids()
         self._buffer.clear()
         try:
             self.flush_acks()
