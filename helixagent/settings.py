@@ -112,6 +112,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "HelixAgent API",
     "DESCRIPTION": "Submit background tasks and follow them; operate the queue migration.",
     "VERSION": "1.0.0",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "tasks.api.schema.add_streaming_endpoints",
+    ],
 }
 # Payloads are limited to 1 MiB by the API itself (with a message naming the field).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024

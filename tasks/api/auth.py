@@ -22,6 +22,11 @@ class TokenPrincipal:
     pk: None = None
 
 
+def find_token(key: str) -> ApiToken | None:
+    """The live (unrevoked) token with clear-text ``key``, if any."""
+    return ApiToken.objects.filter(key_hash=ApiToken.hash_key(key.strip()), revoked_at__isnull=True).first()
+
+
 class BearerTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
@@ -32,7 +37,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <token>'")
-        token = ApiToken.objects.filter(key_hash=ApiToken.hash_key(key.strip()), revoked_at__isnull=True).first()
+        token = find_token(key)
         if token is None:
             raise exceptions.AuthenticationFailed("unknown or revoked token")
         return TokenPrincipal(token.name, token.is_admin), token

@@ -155,6 +155,7 @@ def test_openapi_document_describes_every_endpoint(api: Any) -> None:
         "/v1/tasks/{task_id}",
         "/v1/tasks/{task_id}/status",
         "/v1/tasks/{task_id}/cancel",
+        "/v1/tasks/{task_id}/events",
         "/health",
     ):
         assert path in schema["paths"], path

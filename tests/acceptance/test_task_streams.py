@@ -1,0 +1,142 @@
+"""Following a task: Server-Sent Events over a live server, and the WebSocket feed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from asgiref.testing import ApplicationCommunicator
+
+from tasks.models import ApiToken
+from tests.acceptance.helpers import submit, wait_status
+from tests.conftest import ROOT, free_port, process_env, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def read_sse(url: str, key: str, last_event_id: int | None = None) -> list[dict[str, Any]]:
+    """Read a whole event stream (it ends after the terminal event) into its events."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"})
+    if last_event_id is not None:
+        request.add_header("Last-Event-ID", str(last_event_id))
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        for raw in response:
+            line = raw.decode().rstrip("\n")
+            if not line:
+                if current:
+                    events.append(current)
+                current = {}
+            elif line.startswith(("id:", "event:", "data:")):
+                field, _, value = line.partition(": ")
+                current[field] = json.loads(value) if field == "data" else value
+    return events
+
+
+@pytest.fixture
+def live_api(live_db_url: str, tmp_path: Path) -> Any:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "helixagent.asgi:application", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=process_env(live_db_url, tmp_path),
+        stdout=(tmp_path / "api.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+            return True
+        except (urllib.error.HTTPError, OSError):
+            return False
+
+    wait_for(up, 30, what="live api")
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(20)
+
+
+def test_sse_streams_every_transition_and_resumes_from_last_event_id(
+    api: Any, start_worker: Any, live_api: str
+) -> None:
+    _token, key = ApiToken.issue("sse")
+    start_worker()
+    task_id = submit(api, "sleep", {"seconds": 1.2})
+    events = read_sse(f"{live_api}/v1/tasks/{task_id}/events", key)
+    statuses = [e["data"]["status"] for e in events if e["event"] == "transition"]
+    assert statuses == ["pending", "queued", "running", "completed"]
+    assert any(e["event"] == "progress" for e in events)
+    ids = [int(e["id"]) for e in events]
+    assert ids == sorted(ids)
+    running = next(int(e["id"]) for e in events if e["data"]["status"] == "running")
+    resumed = read_sse(f"{live_api}/v1/tasks/{task_id}/events", key, last_event_id=running)
+    assert [int(e["id"]) for e in resumed] == [i for i in ids if i > running]
+
+
+def test_sse_refuses_missing_tokens_and_unknown_tasks(api: Any, live_api: str) -> None:
+    _token, key = ApiToken.issue("sse")
+    task_id = submit(api, "noop", scheduled_at="2099-01-01T00:00:00Z")
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(f"{live_api}/v1/tasks/{task_id}/events", timeout=10)
+    assert denied.value.code == 401
+    request = urllib.request.Request(
+        f"{live_api}/v1/tasks/00000000-0000-0000-0000-000000000000/events", headers={"Authorization": f"Bearer {key}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(request, timeout=10)
+    assert missing.value.code == 404
+
+
+def websocket(path: str, query: str = "") -> ApplicationCommunicator:
+    """An ASGI WebSocket connection to the real application (no network, same code path)."""
+    from helixagent.asgi import application
+
+    scope = {"type": "websocket", "path": path, "query_string": query.encode(), "headers": [], "subprotocols": []}
+    return ApplicationCommunicator(application, scope)
+
+
+def test_websocket_sends_the_same_events_and_answers_ping(api: Any, start_worker: Any) -> None:
+    _token, key = ApiToken.issue("ws")
+    start_worker()
+    task_id = submit(api, "echo", {"via": "ws"})
+    wait_status(task_id, "completed")
+
+    async def follow() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        socket = websocket(f"/v1/ws/tasks/{task_id}", f"token={key}")
+        await socket.send_input({"type": "websocket.connect"})
+        assert (await socket.receive_output(10))["type"] == "websocket.accept"
+        await socket.send_input({"type": "websocket.receive", "text": json.dumps({"type": "ping"})})
+        received = []
+        while True:
+            message = await socket.receive_output(10)
+            if message["type"] == "websocket.close":
+                break
+            received.append(json.loads(message["text"]))
+        return [m for m in received if m["type"] != "pong"], next(m for m in received if m["type"] == "pong")
+
+    events, pong = async_to_sync(follow)()
+    assert pong == {"type": "pong"}
+    assert [e["status"] for e in events] == ["pending", "queued", "running", "completed"]
+
+
+def test_websocket_without_a_token_is_closed_with_4401(api: Any) -> None:
+    task_id = submit(api, "noop", scheduled_at="2099-01-01T00:00:00Z")
+
+    async def attempt() -> Any:
+        socket = websocket(f"/v1/ws/tasks/{task_id}")
+        await socket.send_input({"type": "websocket.connect"})
+        assert (await socket.receive_output(10))["type"] == "websocket.accept"
+        return await socket.receive_output(10)
+
+    closed = async_to_sync(attempt)()
+    assert (closed["type"], closed["code"]) == ("websocket.close", 4401)
