@@ -16,12 +16,26 @@ publishes. Usage: ``make bench`` or ``python -m bench.legacy --tasks 10000`` wit
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS, fresh_database, machine, start_worker, stop, summary_ms, wait_until
+from bench.common import (
+    RESULTS,
+    fresh_database,
+    machine,
+    median,
+    percentile,
+    start_worker,
+    stop,
+    summary_ms,
+    wait_until,
+)
 
 QUEUES = "helixagent.tasks.background"
 
@@ -144,21 +158,63 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="submissions per second in the latency run")
     parser.add_argument("--pool", default="prefork", choices=["threads", "prefork"], help="worker pool, both sides")
     parser.add_argument("--concurrency", type=int, default=4, help="worker concurrency, both sides")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, each in a fresh process; prints medians")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # where a single round writes its summary
     args = parser.parse_args()
     base = os.environ.get("DATABASE_URL", "")
     if not base.startswith("postgresql://"):
         raise SystemExit('DATABASE_URL must point at PostgreSQL: eval "$(scripts/services.sh env)" first')
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.repeat > 1:
+        repeat(args)
+        return
     print(f"# machine: {machine()}")
+    print(f"# worker pool: {args.pool}, concurrency {args.concurrency}")
+    pool = {"pool": args.pool, "concurrency": args.concurrency}
     vanilla_url = fresh_database(base, "helixagent_bench_vanilla")
     ours_url = fresh_database(base, "helixagent_bench")
     print(f"# vanilla Celery, kombu SQLAlchemy transport: {args.tasks} tasks …", flush=True)
-    pool = {"pool": args.pool, "concurrency": args.concurrency}
-    print(f"# worker pool: {args.pool}, concurrency {args.concurrency}")
     vanilla = run_vanilla(vanilla_url, args.tasks, args.latency_tasks, args.rate, pool)
     print(f"# HelixAgent legacy (PostgreSQL queue): {args.tasks} tasks …", flush=True)
     ours = run_helixagent(ours_url, args.tasks, args.latency_tasks, args.rate, pool)
     report(args, ours, vanilla)
+    if args.json:
+        summary = {key: [ours[key], vanilla[key]] for key in ("e2e_per_s", "drain_per_s")}
+        summary["p50_ms"] = [percentile(ours["latency"], 50) * 1000, percentile(vanilla["latency"], 50) * 1000]
+        Path(args.json).write_text(json.dumps(summary))
+
+
+def repeat(args: argparse.Namespace) -> None:
+    """Run ``--repeat`` rounds, each in a fresh process on fresh databases; print the medians."""
+    rounds = []
+    for number in range(1, args.repeat + 1):
+        print(f"\n# round {number} of {args.repeat}", flush=True)
+        out = RESULTS / f"round-{number}.json"
+        command = [
+            sys.executable,
+            "-m",
+            "bench.legacy",
+            "--tasks",
+            str(args.tasks),
+            "--latency-tasks",
+            str(args.latency_tasks),
+            "--rate",
+            str(args.rate),
+            "--pool",
+            args.pool,
+            "--concurrency",
+            str(args.concurrency),
+            "--json",
+            str(out),
+        ]
+        subprocess.run(command, check=True)
+        rounds.append(json.loads(out.read_text()))
+    print(f"\nover {len(rounds)} rounds (median, min-max of the per-round values):")
+    for key, name in (("e2e_per_s", "end-to-end throughput"), ("drain_per_s", "drain throughput")):
+        ratios = sorted(r[key][0] / r[key][1] for r in rounds)
+        print(f"  {name}: {median(ratios):.1f}x vanilla ({ratios[0]:.1f}-{ratios[-1]:.1f}x)")
+    p50s = sorted(r["p50_ms"][0] for r in rounds)
+    print(f"  HelixAgent enqueue→start p50: {median(p50s):.1f} ms ({p50s[0]:.1f}-{p50s[-1]:.1f} ms)")
 
 
 def report(args: argparse.Namespace, ours: dict[str, Any], vanilla: dict[str, Any]) -> None:
