@@ -31,12 +31,5 @@ class InvalidTransition(TaskError):
     status = 409
 
 
-class PublishFailed(TaskError):
-    """The queue did not accept the message; the task stays pending and is retried."""
-
-    code = "queue_unavailable"
-    status = 503
-
-
 class PermanentTaskFailure(Exception):
     """Raised by a handler for an error that retrying cannot fix: the task goes to ``failed``."""

@@ -164,6 +164,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_api(db_url: str, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Serve the ASGI app with uvicorn on a free port; return the process and its base URL."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "helixagent.asgi:application", "--port", str(port), "--log-level", "warning"],
+        cwd=ROOT,
+        env=process_env(db_url, log_dir),
+        stdout=(log_dir / "api.log").open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    return server, f"http://127.0.0.1:{port}"
+
+
 def wait_for(
     predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1, what: str = "condition"
 ) -> Any:

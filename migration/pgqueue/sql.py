@@ -61,7 +61,6 @@ BINDINGS = "SELECT exchange, exchange_type, routing_key, pattern, queue, message
 TOUCH_BINDINGS = "UPDATE helix_queue_binding SET last_seen = %s WHERE queue = %s"
 EXPIRED_QUEUES = "SELECT DISTINCT queue FROM helix_queue_binding WHERE expires IS NOT NULL AND last_seen + expires < %s"
 DROP_EXPIRED_MESSAGES = "DELETE FROM helix_queue_message WHERE expires_at IS NOT NULL AND expires_at <= %s"
-QUEUE_DEPTHS = "SELECT queue, count(*) FROM helix_queue_message GROUP BY queue"
 
 
 def notify_channel(queue: str) -> str:

@@ -98,9 +98,6 @@ class QueueStore(ABC):
         for (queue,) in self.execute(sql.EXPIRED_QUEUES, (now - grace,)):
             self.delete_queue(queue)
 
-    def depths(self) -> dict[str, int]:
-        return {queue: int(count) for queue, count in self.execute(sql.QUEUE_DEPTHS)}
-
 
 class PostgresStore(QueueStore):
     """The queue on PostgreSQL, through psycopg 3 in autocommit mode."""

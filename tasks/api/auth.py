@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -47,9 +46,3 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
     def __repr__(self) -> str:  # pragma: no cover - debugging aid
         return "BearerTokenAuthentication()"
-
-
-def principal_name(request: Any) -> str:
-    """Who made the request, for audit fields."""
-    user = getattr(request, "user", None)
-    return str(getattr(user, "name", None) or getattr(user, "username", None) or "anonymous")

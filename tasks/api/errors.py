@@ -23,14 +23,14 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-def unavailable_body(what: str = "database") -> dict[str, Any]:
+def unavailable_body() -> dict[str, Any]:
     return error_body(
-        "service_unavailable", f"the {what} is unreachable; retry later", {"retry_after": RETRY_AFTER_SECONDS}
+        "service_unavailable", "the database is unreachable; retry later", {"retry_after": RETRY_AFTER_SECONDS}
     )
 
 
-def unavailable_response(what: str = "database") -> JsonResponse:
-    response = JsonResponse(unavailable_body(what), status=503)
+def unavailable_response() -> JsonResponse:
+    response = JsonResponse(unavailable_body(), status=503)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port, process_env, wait_for
+from tests.conftest import free_port, start_api, wait_for
 
 
 def request(url: str, body: bytes | None = None) -> tuple[int, dict[str, str], dict[str, object]]:
@@ -24,17 +22,9 @@ def request(url: str, body: bytes | None = None) -> tuple[int, dict[str, str], d
 
 
 def test_api_answers_503_with_retry_after_when_postgresql_is_down(tmp_path: Path) -> None:
-    port = free_port()
     dead_db = f"postgresql://helixagent:helixagent@127.0.0.1:{free_port()}/helixagent"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "helixagent.asgi:application", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=process_env(dead_db, tmp_path),
-        stdout=(tmp_path / "api.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    server, base = start_api(dead_db, tmp_path)
     try:
-        base = f"http://127.0.0.1:{port}"
 
         def health_answers() -> tuple[int, dict[str, str], dict[str, object]] | None:
             try:

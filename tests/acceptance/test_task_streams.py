@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,7 +14,7 @@ from asgiref.testing import ApplicationCommunicator
 
 from tasks.models import ApiToken
 from tests.acceptance.helpers import submit, wait_status
-from tests.conftest import ROOT, free_port, process_env, wait_for
+from tests.conftest import start_api, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -44,24 +42,17 @@ def read_sse(url: str, key: str, last_event_id: int | None = None) -> list[dict[
 
 @pytest.fixture
 def live_api(live_db_url: str, tmp_path: Path) -> Any:
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "helixagent.asgi:application", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=process_env(live_db_url, tmp_path),
-        stdout=(tmp_path / "api.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    server, base = start_api(live_db_url, tmp_path)
 
     def up() -> bool:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+            urllib.request.urlopen(f"{base}/health", timeout=5)
             return True
         except (urllib.error.HTTPError, OSError):
             return False
 
     wait_for(up, 30, what="live api")
-    yield f"http://127.0.0.1:{port}"
+    yield base
     server.terminate()
     server.wait(20)
 
