@@ -55,4 +55,8 @@ def test_run_script_serves_tasks_on_sqlite_with_flower(tmp_path: Path) -> None:
         assert (tmp_path / "var" / "helixagent.sqlite3").exists()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:  # a slow stop under load must not leave processes behind
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
