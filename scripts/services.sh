@@ -124,10 +124,9 @@ down() {
 
 case "${1:-up}" in
   up)
-    postgres_up
-    rabbitmq_up
-    kafka_up
-    status >&2
+    # Only the export lines go to stdout, so `eval "$(scripts/services.sh up)"` is safe even when
+    # a tool says something on the way (pg_ctlcluster reports a stale pid file, for one).
+    { postgres_up; rabbitmq_up; kafka_up; status; } >&2
     print_env
     ;;
   status) status ;;

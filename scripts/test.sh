@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-eval "$(scripts/services.sh up)"
+scripts/services.sh up >/dev/null
+eval "$(scripts/services.sh env)"
 "$PY" -m ruff check .
 "$PY" -m mypy
 exec "$PY" -m pytest "$@"

@@ -19,6 +19,14 @@ def test_services_script_reports_all_three_services_up() -> None:
         assert name in result.stdout
 
 
+def test_services_up_prints_only_export_lines_on_stdout() -> None:
+    """`eval "$(scripts/services.sh up)"` must be safe: chatter goes to stderr."""
+    result = subprocess.run(["scripts/services.sh", "up"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines and all(line.startswith("export ") for line in lines), result.stdout
+
+
 def test_rabbitmq_carries_a_message_through_py_amqp() -> None:
     queue_name = f"helixagent.probe.{uuid.uuid4().hex[:8]}"
     with Connection(require_env("RABBITMQ_URL"), connect_timeout=10) as conn:
