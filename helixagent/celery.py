@@ -9,6 +9,7 @@ from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
 TRANSPORT_ALIASES["pgqueue"] = "migration.pgqueue.transport:Transport"
+TRANSPORT_ALIASES["router"] = "migration.router:Transport"
 
 app = Celery("helixagent")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -37,6 +37,7 @@ class MessagingConfig:
     broker: str = "rabbitmq"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_partitions: int = 8
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"messaging.broker: {config.messaging.broker!r} is not one of {BROKERS}")
     if config.database_url and not config.database_url.startswith(("postgres://", "postgresql://", "sqlite://")):
         raise ConfigError("database_url: must start with postgresql:// or sqlite://")
+    if config.messaging.kafka_partitions < 1:
+        raise ConfigError("messaging.kafka_partitions: must be at least 1")
     if config.queue.visibility_timeout <= 0 or config.queue.claim_batch < 1:
         raise ConfigError("queue.visibility_timeout and queue.claim_batch: must be positive")
 

@@ -120,8 +120,9 @@ SPECTACULAR_SETTINGS = {
 # Payloads are limited to 1 MiB by the API itself (with a message naming the field).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024
 
-# Celery: the broker is the PostgreSQL (or embedded SQLite) queue transport of migration.pgqueue.
-CELERY_BROKER_URL = "pgqueue://localhost//"
+# Celery: the broker is the router (migration.router), which routes task messages by migration
+# mode and keeps everything else on the PostgreSQL (or embedded SQLite) queue.
+CELERY_BROKER_URL = "router://localhost//"
 _db = DATABASES["default"]
 QUEUE_DSN = CONFIG.database_url if CONFIG.uses_postgresql else f"sqlite:///{_db['NAME']}"
 CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -6,6 +6,7 @@ from tasks.api.views import HealthView
 
 urlpatterns = [
     path("v1/", include("tasks.api.urls")),
+    path("admin/migration/", include("migration.urls")),
     path("health", HealthView.as_view(), name="health"),
     path("openapi.json", SpectacularJSONAPIView.as_view(permission_classes=[]), name="openapi"),
     path("django-admin/", admin.site.urls),

@@ -44,3 +44,43 @@ class QueueBinding(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["exchange", "routing_key", "queue"], name="helix_queue_binding_unique")
         ]
+
+
+class MigrationState(models.Model):
+    """The live migration mode: one row (``id = 1``) that every process reads every second.
+
+    ``boot_*`` hold the mode and split the configuration (file or environment) asked for at the
+    last start-up that changed them, so a restart with a new ``MIGRATION_MODE`` counts as a change
+    while a restart with the same one leaves a run-time change in place (latest change wins).
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    mode = models.CharField(max_length=20, default="legacy")
+    rabbitmq_percent = models.PositiveSmallIntegerField(default=0)
+    changed_at = models.DateTimeField()
+    changed_by = models.CharField(max_length=200, default="")
+    reason = models.TextField(default="", blank=True)
+    source = models.CharField(max_length=20, default="default")
+    boot_mode = models.CharField(max_length=20, default="")
+    boot_percent = models.SmallIntegerField(default=-1)
+
+    class Meta:
+        db_table = "helix_migration_state"
+
+
+class ModeChange(models.Model):
+    """History of the migration state: one row per change, with who, when, why and from where."""
+
+    SOURCES = ("default", "config", "env", "api", "admin", "cli", "auto_rollback")
+
+    mode = models.CharField(max_length=20)
+    previous_mode = models.CharField(max_length=20, default="")
+    rabbitmq_percent = models.PositiveSmallIntegerField(default=0)
+    changed_at = models.DateTimeField()
+    changed_by = models.CharField(max_length=200, default="")
+    reason = models.TextField(default="", blank=True)
+    source = models.CharField(max_length=20, choices=[(s, s) for s in SOURCES])
+
+    class Meta:
+        db_table = "helix_mode_change"
+        ordering = ("-changed_at", "-id")

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from helixagent.config import get_config
 from helixagent.logging import get_logger
+from migration import modes
 from tasks import service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
@@ -136,7 +137,8 @@ def run_task(self: Any, task_id: str) -> str:
     close_old_connections()  # as at the start of a request: drop broken or expired connections
     worker_id = f"{self.request.hostname}:{os.getpid()}"
     try:
-        task = _claim(task_id, worker_id, source="postgresql")
+        source = getattr(self.request, modes.SOURCE_HEADER, None) or modes.POSTGRESQL
+        task = _claim(task_id, worker_id, source=source)
         if task is None:
             log.info("task.claim_skipped", extra={"task_id": task_id, "worker": worker_id})
             return "skipped"

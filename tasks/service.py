@@ -12,6 +12,7 @@ from django.utils import timezone
 from kombu import Connection, Producer
 
 from helixagent.config import get_config
+from migration import modes, state
 from tasks import routing, states, transitions
 from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
@@ -46,18 +47,25 @@ def submit(fields: dict[str, Any], idempotency_key: str | None = None) -> tuple[
         config=config,
     )
     due = task.scheduled_at is None or task.scheduled_at <= timezone.now()
-    if due:
+    # With the PostgreSQL queue written first (legacy, dual_write), the message commits with the
+    # row. In messaging mode the only copy goes to a broker after commit: the row stays pending
+    # until then, so a publisher that dies in between leaves it to the dispatcher.
+    in_transaction = due and modes.publish_legs(state.current().mode, "")[0] == modes.POSTGRESQL
+    if in_transaction:
         task.status = states.QUEUED
     try:
         with transaction.atomic():
             task.save(force_insert=True)
-            transitions.record_created(task, queued=due)
-            if due:
+            transitions.record_created(task, queued=in_transaction)
+            if in_transaction:
                 _send(task)
     except IntegrityError:
         if idempotency_key:
             return Task.objects.get(idempotency_key=idempotency_key), False
         raise
+    if due and not in_transaction:
+        publish(task)
+        task.status = states.QUEUED
     return task, True
 
 
@@ -77,8 +85,15 @@ def _producer() -> Producer:
 
 
 def publish(task: Task) -> None:
-    """Put the task's message in the queue and mark the task ``queued``, in one transaction."""
-    with transaction.atomic():
+    """Publish the task's message and mark the task ``queued``.
+
+    Onto the PostgreSQL queue both happen in one transaction; to a broker the message leaves
+    first (confirmed, or it falls back to the PostgreSQL queue) and the row follows."""
+    if modes.publish_legs(state.current().mode, "")[0] == modes.POSTGRESQL:
+        with transaction.atomic():
+            _send(task)
+            transitions.mark_queued(task.pk)
+    else:
         _send(task)
         transitions.mark_queued(task.pk)
 
@@ -86,13 +101,15 @@ def publish(task: Task) -> None:
 def _send(task: Task) -> None:
     """Publish the task's message inside the caller's transaction.
 
-    The PostgreSQL queue lives in the task database, so the message row commits with the task
-    row: an accepted task always has its message, and a failed publish rolls back the whole
-    submission, which the API reports as an error.
+    The router (:mod:`migration.router`) decides where the message goes from the migration
+    mode. The PostgreSQL queue lives in the task database, so its message row commits with the
+    task row; broker copies leave after commit. The type and payload checksum travel in headers
+    so a shadow copy can be checked against the row.
     """
     from tasks.runner import run_task
 
     options: dict[str, Any] = {
+        "headers": {modes.TYPE_HEADER: task.task_type, modes.CHECKSUM_HEADER: modes.payload_checksum(task.payload)},
         "args": [str(task.pk)],
         "task_id": str(task.pk),
         "queue": task.queue,

@@ -17,6 +17,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from migration import events
 from tasks import states
 from tasks.models import Task, TaskEvent
 
@@ -96,19 +97,28 @@ def _apply(
             if task is not None:
                 if not single_statement:
                     TaskEvent.objects.create(task_id=task.pk, **event)
+                mirror_after_commit(str(task.pk), event)
                 return task
     return None
+
+
+def mirror_after_commit(task_id: str, event: dict[str, Any]) -> None:
+    """Mirror an event to Kafka once it is committed (at once outside a transaction)."""
+    transaction.on_commit(lambda: events.mirror(task_id, event))
 
 
 def record_created(task: Task, queued: bool = False) -> None:
     """The first events of a new task: ``∅ → pending``, and ``pending → queued`` when its message
     was published in the same transaction that inserts it (the row is not visible before)."""
-    events = [TaskEvent(task_id=task.pk, from_status="", to_status=states.PENDING, message="created")]
+    rows = [TaskEvent(task_id=task.pk, from_status="", to_status=states.PENDING, message="created")]
     if queued:
-        events.append(
+        rows.append(
             TaskEvent(task_id=task.pk, from_status=states.PENDING, to_status=states.QUEUED, message="published")
         )
-    TaskEvent.objects.bulk_create(events)
+    TaskEvent.objects.bulk_create(rows)
+    for row in rows:
+        fields = {"kind": row.kind, "from_status": row.from_status, "to_status": row.to_status, "message": row.message}
+        mirror_after_commit(str(task.pk), fields)
 
 
 def mark_queued(task_id: TaskId) -> Task | None:
@@ -117,21 +127,25 @@ def mark_queued(task_id: TaskId) -> Task | None:
 
 
 def claim(task_id: TaskId, worker_id: str, source: str) -> Task | None:
-    """``pending|queued → running`` for one execution; None if another copy got there first."""
+    """``pending|queued → running`` for one execution; None if another copy got there first.
+
+    ``queued`` is tried first (the common case), then ``pending``, then ``queued`` once more: a
+    broker copy can arrive before its publisher marks the row ``queued``, and that mark may land
+    between the first two attempts."""
     now = timezone.now()
-    return _apply(
-        task_id,
-        states.RUNNING,
-        (states.QUEUED, states.PENDING),
-        note=f"claimed from {source}",
-        by=worker_id,
-        execution_id=uuid.uuid4(),
-        worker_id=worker_id,
-        dispatch_source=source,
-        started_at=now,
-        heartbeat_at=now,
-        progress=0,
-    )
+    fields: dict[str, Any] = {
+        "execution_id": uuid.uuid4(),
+        "worker_id": worker_id,
+        "dispatch_source": source,
+        "started_at": now,
+        "heartbeat_at": now,
+        "progress": 0,
+    }
+    for expected in ((states.QUEUED, states.PENDING), (states.QUEUED,)):
+        task = _apply(task_id, states.RUNNING, expected, note=f"claimed from {source}", by=worker_id, **fields)
+        if task is not None:
+            return task
+    return None
 
 
 def complete(task: Task, result: Any) -> Task | None:
@@ -246,4 +260,6 @@ def record_progress(task: Task, percent: int, message: str = "") -> bool:
                 worker_id=task.worker_id,
                 data={"progress": percent},
             )
+    if changed:
+        mirror_after_commit(str(task.pk), {"kind": "progress", "message": message[:500], "data": {"progress": percent}})
     return bool(changed)

@@ -1,0 +1,241 @@
+"""The Kafka leg: the work topic ``helixagent.tasks`` when Kafka is the target broker.
+
+Publishing: key = task id (a task's messages stay in one partition), the queue name in a
+header, an idempotent producer with ``acks=all``; :meth:`KafkaLeg.publish` returns once the
+broker has the message. Consuming: group ``helixagent-group``; the topic has
+``kafka_partitions`` partitions so several worker processes share it. A message counts as
+unfinished from the moment it is fetched until the router acknowledges it, and the leg commits,
+per partition, only the offset of the lowest unfinished message (or one past the last fetched
+when none is unfinished), so a worker that dies never commits past a task that had not ended;
+its partitions move to another worker, which receives those messages again (the claim on the
+task row keeps a finished task from running twice).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from helixagent.logging import get_logger
+from migration.legs.base import Empty, Leg, LegUnavailable, message_id
+
+log = get_logger("migration.kafka")
+WORK_TOPIC = "helixagent.tasks"
+EVENTS_TOPIC = "helixagent.events.tasks"
+GROUP = "helixagent-group"
+COMMIT_INTERVAL = 1.0
+PUBLISH_TIMEOUT = 10.0
+
+
+def producer_config(servers: str) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": servers,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 1,
+        "message.timeout.ms": int(PUBLISH_TIMEOUT * 1000),
+        "logger": log,
+    }
+
+
+def ensure_topics(servers: str, partitions: int) -> None:
+    """Create the work and events topics if they do not exist yet."""
+    settings: dict[str, Any] = {"bootstrap.servers": servers, "logger": log}
+    admin = AdminClient(settings)
+    wanted = [NewTopic(topic, partitions, 1) for topic in (WORK_TOPIC, EVENTS_TOPIC)]
+    for topic, future in admin.create_topics(wanted, operation_timeout=10).items():
+        try:
+            future.result(15)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise LegUnavailable(f"kafka: cannot create {topic}: {exc}") from exc
+
+
+class KafkaLeg(Leg):
+    name = "kafka"
+
+    def __init__(self, servers: str, partitions: int = 8) -> None:
+        self.servers = servers
+        try:
+            ensure_topics(servers, partitions)
+        except KafkaException as exc:
+            raise LegUnavailable(f"kafka: {exc}") from exc
+        self.producer = Producer(producer_config(servers))
+        self.consumer: Consumer | None = None
+        self._buffers: dict[str, deque[tuple[dict[str, Any], str]]] = {}
+        self._unfinished: dict[int, set[int]] = {}  # partition → offsets fetched and not acknowledged
+        self._next: dict[int, int] = {}  # partition → one past the highest offset fetched
+        self._committed: dict[int, int] = {}
+        self._held: dict[str, tuple[str, dict[str, Any]]] = {}  # tag → (queue, message) until acked
+        self._done: list[tuple[str, str]] = []
+        self._done_lock = threading.Lock()
+        self._committed_at = 0.0
+
+    # -- publishing --------------------------------------------------------------------------
+    def publish(self, queue: str, message: dict[str, Any]) -> None:
+        errors: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _msg: Any) -> None:
+            if error is not None:
+                errors.append(error)
+
+        try:
+            self.producer.produce(
+                WORK_TOPIC,
+                key=message_id(message).encode(),
+                value=json.dumps(message).encode(),
+                headers={"queue": queue.encode()},
+                on_delivery=delivered,
+            )
+            left = self.producer.flush(PUBLISH_TIMEOUT)
+        except (KafkaException, BufferError) as exc:
+            raise LegUnavailable(f"kafka: {exc}") from exc
+        if left or errors:
+            raise LegUnavailable(f"kafka: publish not confirmed ({errors[0] if errors else 'timed out'})")
+
+    # -- consuming ---------------------------------------------------------------------------
+    def consume(self, queues: Iterable[str]) -> None:
+        for queue in queues:
+            self._buffers.setdefault(queue, deque())
+        if self.consumer is None:
+            self.consumer = Consumer(
+                {
+                    "bootstrap.servers": self.servers,
+                    "group.id": GROUP,
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": 10_000,
+                    "heartbeat.interval.ms": 1_000,
+                    "max.poll.interval.ms": 600_000,
+                    "logger": log,
+                }
+            )
+            self.consumer.subscribe([WORK_TOPIC], on_assign=self._assigned, on_revoke=self._revoked)
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("kafka.assigned", extra={"partitions": [p.partition for p in partitions]})
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Before partitions move to another worker: commit what is safe and forget the rest."""
+        self._commit(force=True)
+        gone = {p.partition for p in partitions}
+        for buffer in self._buffers.values():
+            kept = [(m, tag) for m, tag in buffer if int(tag.split(":")[0]) not in gone]
+            buffer.clear()
+            buffer.extend(kept)
+        for partition in gone:
+            self._unfinished.pop(partition, None)
+            self._next.pop(partition, None)
+            self._committed.pop(partition, None)
+        log.info("kafka.revoked", extra={"partitions": sorted(gone)})
+
+    def fetch(self, queue: str) -> tuple[dict[str, Any], str]:
+        buffer = self._buffers.get(queue)
+        if not buffer:
+            self.wait(0)
+            buffer = self._buffers.get(queue)
+            if not buffer:
+                raise Empty()
+        message, tag = buffer.popleft()
+        self._held[tag] = (queue, message)
+        return message, tag
+
+    def wait(self, timeout: float) -> None:
+        if self.consumer is None:
+            time.sleep(timeout)
+            return
+        try:
+            records = self.consumer.consume(num_messages=200, timeout=timeout)
+        except KafkaException as exc:
+            raise LegUnavailable(f"kafka: {exc}") from exc
+        for record in records:
+            error = record.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka.consume_error", extra={"error": str(error)})
+                continue
+            partition, offset, value = record.partition(), record.offset(), record.value()
+            if partition is None or offset is None or value is None:
+                continue
+            headers = dict(record.headers() or [])
+            raw = headers.get("queue") or b""
+            queue = (raw.decode() if isinstance(raw, bytes) else raw) or "helixagent.tasks.background"
+            message = json.loads(value)
+            self._buffers.setdefault(queue, deque()).append((message, f"{partition}:{offset}"))
+            self._unfinished.setdefault(partition, set()).add(offset)
+            self._next[partition] = max(self._next.get(partition, 0), offset + 1)
+
+    def ack(self, tag: str) -> None:
+        with self._done_lock:
+            self._done.append(("ack", tag))
+
+    def requeue(self, tag: str) -> None:
+        with self._done_lock:
+            self._done.append(("requeue", tag))
+
+    def discard(self, tag: str) -> None:
+        """Kafka has no dead-letter queue here: the offset is simply passed."""
+        self.ack(tag)
+
+    def flush(self) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+        for action, tag in done:
+            queue, message = self._held.pop(tag, (None, None))
+            partition, offset = (int(part) for part in tag.split(":"))
+            if action == "requeue" and queue is not None and partition in self._next:
+                self._buffers.setdefault(queue, deque()).appendleft((message, tag))  # type: ignore[arg-type]
+            else:
+                self._unfinished.get(partition, set()).discard(offset)
+        self._commit()
+
+    def _commit(self, force: bool = False) -> None:
+        if self.consumer is None or (not force and time.monotonic() - self._committed_at < COMMIT_INTERVAL):
+            return
+        self._committed_at = time.monotonic()
+        offsets = []
+        for partition, following in self._next.items():
+            unfinished = self._unfinished.get(partition)
+            safe = min(unfinished) if unfinished else following
+            if safe > self._committed.get(partition, -1):
+                offsets.append(TopicPartition(WORK_TOPIC, partition, safe))
+                self._committed[partition] = safe
+        if offsets:
+            try:
+                if force:
+                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                else:
+                    self.consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:
+                log.warning("kafka.commit_failed", extra={"error": str(exc)})
+
+    def depth(self, queue: str) -> int:
+        """Consumer lag of the group on the work topic (all queues share it)."""
+        consumer = Consumer({"bootstrap.servers": self.servers, "group.id": GROUP, "logger": log})
+        try:
+            metadata = consumer.list_topics(WORK_TOPIC, timeout=5).topics[WORK_TOPIC]
+            parts = [TopicPartition(WORK_TOPIC, p) for p in metadata.partitions]
+            lag = 0
+            for committed in consumer.committed(parts, timeout=5):
+                _low, high = consumer.get_watermark_offsets(committed, timeout=5)
+                lag += high - max(committed.offset, _low) if committed.offset >= 0 else high - _low
+            return lag
+        finally:
+            consumer.close()
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self._commit(force=True)
+        finally:
+            if self.consumer is not None:
+                self.consumer.close()
+                self.consumer = None
+            self.producer.flush(5)

@@ -1,0 +1,156 @@
+"""The RabbitMQ leg: py-amqp through kombu, with the topology of SPEC §5.
+
+Topology (declared, idempotently, whenever the leg connects): the direct durable exchange
+``helixagent.tasks`` bound to the five task queues by their names; each queue durable and
+dead-lettered to the fanout exchange ``helixagent.dlx``, which feeds ``helixagent.dlq``.
+
+Publishing: persistent messages in Celery's own wire format (an ordinary Celery worker could
+read them), ``message_id`` = task id, one publisher confirm per message. Consuming:
+``basic_consume`` with a prefetch window; a message is acknowledged only when the router is told
+the task ended, and a consumer that dies leaves its unacknowledged messages to RabbitMQ, which
+delivers them again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import amqp
+from kombu import Connection
+
+from migration.legs.base import TASK_EXCHANGE, Empty, Leg, LegUnavailable, message_id, raw_body, virtual_message
+from tasks.routing import ALL_QUEUES
+
+DLX = "helixagent.dlx"
+DLQ = "helixagent.dlq"
+QUEUE_ARGUMENTS = {"x-dead-letter-exchange": DLX}
+
+
+class RabbitMQLeg(Leg):
+    name = "rabbitmq"
+
+    def __init__(self, url: str, prefetch: int = 100, connect_timeout: float = 5.0) -> None:
+        self.prefetch = prefetch
+        self.conn = Connection(url, connect_timeout=connect_timeout, heartbeat=0)
+        try:
+            self.conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=connect_timeout)
+            self.channel: Any = self.conn.channel()
+            self.declare_topology(self.channel)
+            self.channel.confirm_select()
+        except Exception as exc:
+            self.conn.release()
+            raise LegUnavailable(f"rabbitmq: {exc}") from exc
+        self._buffers: dict[str, deque[amqp.Message]] = {}
+        self._consuming: set[str] = set()
+        self._done: list[tuple[str, int]] = []  # (action, delivery tag) from any thread
+        self._done_lock = threading.Lock()
+
+    @staticmethod
+    def declare_topology(channel: Any) -> None:
+        channel.exchange_declare(DLX, "fanout", durable=True, auto_delete=False)
+        channel.queue_declare(DLQ, durable=True, auto_delete=False)
+        channel.queue_bind(DLQ, DLX, "")
+        channel.exchange_declare(TASK_EXCHANGE, "direct", durable=True, auto_delete=False)
+        for queue in ALL_QUEUES:
+            channel.queue_declare(queue, durable=True, auto_delete=False, arguments=QUEUE_ARGUMENTS)
+            channel.queue_bind(queue, TASK_EXCHANGE, queue)
+
+    def publish(self, queue: str, message: dict[str, Any]) -> None:
+        props = message.get("properties", {})
+        wire = amqp.Message(
+            raw_body(message),
+            content_type=message.get("content-type"),
+            content_encoding=message.get("content-encoding"),
+            application_headers=message.get("headers") or {},
+            delivery_mode=2,
+            priority=props.get("priority") or 0,
+            correlation_id=props.get("correlation_id"),
+            reply_to=props.get("reply_to"),
+            message_id=message_id(message),
+        )
+        try:
+            self.channel.basic_publish_confirm(wire, exchange=TASK_EXCHANGE, routing_key=queue)
+        except Exception as exc:
+            raise LegUnavailable(f"rabbitmq: {exc}") from exc
+
+    def consume(self, queues: Iterable[str]) -> None:
+        new = [queue for queue in queues if queue not in self._consuming]
+        if not new:
+            return
+        self.channel.basic_qos(0, self.prefetch, False)
+        for queue in new:
+            buffer = self._buffers.setdefault(queue, deque())
+            self.channel.basic_consume(queue, callback=buffer.append, no_ack=False)
+            self._consuming.add(queue)
+
+    def fetch(self, queue: str) -> tuple[dict[str, Any], str]:
+        buffer = self._buffers.get(queue)
+        if not buffer:
+            self.wait(0)
+            buffer = self._buffers.get(queue)
+            if not buffer:
+                raise Empty()
+        wire = buffer.popleft()
+        props = wire.properties
+        headers = props.get("application_headers") or {}
+        message = virtual_message(
+            wire.body if isinstance(wire.body, bytes) else wire.body.encode(), headers, props, queue
+        )
+        if wire.delivery_info.get("redelivered"):
+            message["redelivered"] = True
+        return message, str(wire.delivery_tag)
+
+    def ack(self, tag: str) -> None:
+        self._later("ack", tag)
+
+    def requeue(self, tag: str) -> None:
+        self._later("requeue", tag)
+
+    def discard(self, tag: str) -> None:
+        """Reject without requeue: RabbitMQ dead-letters the message to ``helixagent.dlq``."""
+        self._later("discard", tag)
+
+    def _later(self, action: str, tag: str) -> None:
+        with self._done_lock:
+            self._done.append((action, int(tag)))
+
+    def flush(self) -> None:
+        with self._done_lock:
+            done, self._done = self._done, []
+        try:
+            for action, tag in done:
+                if action == "ack":
+                    self.channel.basic_ack(tag)
+                else:
+                    self.channel.basic_reject(tag, requeue=action == "requeue")
+        except Exception as exc:
+            raise LegUnavailable(f"rabbitmq: {exc}") from exc
+
+    def wait(self, timeout: float) -> None:
+        """Read what the broker has sent; block up to ``timeout`` for the first frame."""
+        try:
+            self.conn.drain_events(timeout=timeout)
+            for _ in range(self.prefetch):  # then take what is already there without blocking
+                self.conn.drain_events(timeout=0)
+        except TimeoutError:
+            pass
+        except Exception as exc:
+            raise LegUnavailable(f"rabbitmq: {exc}") from exc
+
+    def depth(self, queue: str) -> int:
+        _name, count, _consumers = self.channel.queue_declare(
+            queue, passive=True, durable=True, auto_delete=False, arguments=QUEUE_ARGUMENTS
+        )
+        return int(count)
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        except LegUnavailable:
+            pass
+        finally:
+            self._buffers.clear()
+            self.conn.release()

@@ -1,0 +1,324 @@
+"""The router: the kombu transport Celery's broker URL points at (``router://``).
+
+It is a PostgreSQL queue transport (:mod:`migration.pgqueue.transport`) that also holds legs to
+RabbitMQ and Kafka (:mod:`migration.legs`), and for every task message decides from the live
+migration state (:mod:`migration.state`) where to publish it and, on every poll, where to take
+one from (SPEC §4):
+
+* ``legacy``: publish to and consume from the PostgreSQL queue;
+* ``dual_write``: publish to PostgreSQL inside the submitting transaction and to RabbitMQ after
+  it commits (same message id); consume both; the copy the split assigns runs the task, the
+  other is a *shadow*: checked against the task row and acknowledged;
+* ``messaging``: publish to the target broker after commit; consume it, and PostgreSQL for what
+  was published there before the switch.
+
+A broker publish that fails falls back to a PostgreSQL copy marked as the only one, which every
+mode consumes, so an accepted task is never left without a message. Celery's events and control
+messages (``celery inspect``, Flower) always travel on the PostgreSQL queue, in every mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kombu.transport import virtual
+
+from helixagent.config import get_config
+from helixagent.logging import get_logger
+from migration import modes, state
+from migration.legs.base import Empty, Leg, LegUnavailable
+from migration.legs.postgresql import PostgresLeg
+from migration.pgqueue import transport as pgqueue
+from tasks.routing import QUEUE_PREFIX
+
+log = get_logger("migration.router")
+#: seconds before a broker that could not be reached is tried again.
+LEG_RETRY = 5.0
+#: longest single wait on a broker while idle (PostgreSQL NOTIFYs are checked between waits).
+BROKER_WAIT = 0.05
+
+TASK_ROW = "SELECT task_type, payload FROM helix_task WHERE id = %s"
+
+
+def is_task_queue(queue: str) -> bool:
+    return queue.startswith(QUEUE_PREFIX + ".")
+
+
+def leg_tag(leg: str, generation: int, tag: str) -> str:
+    return f"{leg}:{generation}:{tag}"
+
+
+def split_tag(delivery_tag: str) -> tuple[str, int, str] | None:
+    """``(leg, generation, leg tag)`` of a broker delivery; None for a PostgreSQL one."""
+    parts = str(delivery_tag).split(":", 2)
+    return (parts[0], int(parts[1]), parts[2]) if len(parts) == 3 else None
+
+
+def open_leg(name: str) -> Leg:
+    """Connect a broker leg from the configuration; raises :class:`LegUnavailable`."""
+    config = get_config().messaging
+    if name == modes.RABBITMQ:
+        from migration.legs.rabbitmq import RabbitMQLeg
+
+        return RabbitMQLeg(config.rabbitmq_url)
+    if name == modes.KAFKA:
+        from migration.legs.kafka import KafkaLeg
+
+        return KafkaLeg(config.kafka_bootstrap_servers, config.kafka_partitions)
+    raise ValueError(f"unknown leg {name!r}")
+
+
+class QoS(pgqueue.QoS):
+    """Sends each acknowledgement to the leg the message came from."""
+
+    def ack(self, delivery_tag: str) -> None:
+        parsed = split_tag(delivery_tag)
+        if parsed is None:
+            super().ack(delivery_tag)
+            return
+        leg = self.channel.broker_leg(*parsed[:2])
+        if leg is not None:
+            leg.ack(parsed[2])
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        parsed = split_tag(delivery_tag)
+        if parsed is None:
+            super().reject(delivery_tag, requeue)
+            return
+        leg = self.channel.broker_leg(*parsed[:2])
+        if leg is not None:
+            if requeue:
+                leg.requeue(parsed[2])
+            else:
+                leg.discard(parsed[2])
+        self._quick_ack(delivery_tag)
+
+    def held_ids(self) -> list[int]:
+        return [pgqueue.row_id(tag) for tag in list(self._delivered) if tag not in self._dirty and ":" not in str(tag)]
+
+    def restore_unacked(self) -> list[Any]:
+        for tag in list(self._delivered):
+            parsed = split_tag(tag)
+            if parsed is not None:
+                leg = self.channel.broker_leg(*parsed[:2])
+                if leg is not None:
+                    leg.requeue(parsed[2])
+                self._delivered.pop(tag, None)
+        return super().restore_unacked()
+
+
+class Channel(pgqueue.Channel):
+    QoS = QoS
+
+    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self.legs: dict[str, Leg] = {modes.POSTGRESQL: PostgresLeg(self)}
+        self.generations: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}
+        self._task_queues: set[str] = set()
+        self._rotation = 0
+        self.shadows_checked = 0
+
+    # -- legs --------------------------------------------------------------------------------
+    def leg(self, name: str) -> Leg | None:
+        """The open leg ``name``, connecting it if needed; None while its broker is unreachable."""
+        leg = self.legs.get(name)
+        if leg is not None or time.monotonic() < self._retry_at.get(name, 0.0):
+            return leg
+        try:
+            leg = open_leg(name)
+            if self._task_queues:
+                leg.consume(sorted(self._task_queues))
+        except LegUnavailable as exc:
+            log.warning("router.leg_unavailable", extra={"leg": name, "error": str(exc)})
+            self._retry_at[name] = time.monotonic() + LEG_RETRY
+            return None
+        self.generations[name] = self.generations.get(name, 0) + 1
+        self.legs[name] = leg
+        log.info("router.leg_connected", extra={"leg": name})
+        return leg
+
+    def broker_leg(self, name: str, generation: int) -> Leg | None:
+        """The leg a delivery came from, if it is still the same connection."""
+        return self.legs.get(name) if self.generations.get(name) == generation else None
+
+    def drop_leg(self, name: str, error: Exception) -> None:
+        leg = self.legs.pop(name, None)
+        log.warning("router.leg_lost", extra={"leg": name, "error": str(error)})
+        self._retry_at[name] = time.monotonic() + LEG_RETRY
+        if leg is not None:
+            try:
+                leg.close()
+            except Exception:
+                log.debug("router.leg_close_failed", exc_info=True)
+
+    def consuming_brokers(self) -> list[tuple[str, Leg]]:
+        return [(n, leg) for n, leg in self.legs.items() if n != modes.POSTGRESQL and self._task_queues]
+
+    # -- publishing --------------------------------------------------------------------------
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        if not is_task_queue(queue):
+            super()._put(queue, message)
+            return
+        snapshot = state.current()
+        targets = modes.publish_legs(snapshot.mode, snapshot.broker)
+        message["headers"] = {
+            **(message.get("headers") or {}),
+            modes.COPIES_HEADER: "dual" if len(targets) > 1 else "sole",
+        }
+        for name in targets:
+            if name == modes.POSTGRESQL:
+                self.legs[name].publish(queue, message)
+            else:
+                self._after_commit(functools.partial(self._publish_to_broker, name, queue, message))
+
+    def _after_commit(self, publish: Callable[[], None]) -> None:
+        """Broker copies leave only once the task row is committed, so no worker can receive a
+        copy of a task it cannot see yet."""
+        if self.dsn == "django":
+            from django.db import transaction
+
+            if transaction.get_connection().in_atomic_block:
+                transaction.on_commit(publish)
+                return
+        publish()
+
+    def _publish_to_broker(self, name: str, queue: str, message: dict[str, Any]) -> None:
+        leg = self.leg(name)
+        try:
+            if leg is None:
+                raise LegUnavailable(f"{name} is unreachable")
+            leg.publish(queue, message)
+            return
+        except LegUnavailable as exc:
+            if leg is not None:
+                self.drop_leg(name, exc)
+            error = str(exc)
+        task_id = (message.get("headers") or {}).get("id")
+        log.error("router.publish_fallback", extra={"leg": name, "task_id": task_id, "error": error, "queue": queue})
+        fallback = {**message, "headers": {**message["headers"], modes.COPIES_HEADER: "sole"}}
+        self.legs[modes.POSTGRESQL].publish(queue, fallback)
+
+    # -- consuming ---------------------------------------------------------------------------
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if is_task_queue(queue):
+            self._task_queues.add(queue)
+            for name, leg in self.consuming_brokers():
+                try:
+                    leg.consume([queue])
+                except LegUnavailable as exc:
+                    self.drop_leg(name, exc)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        if not is_task_queue(queue):
+            return super()._get(queue)
+        snapshot = state.current()
+        names = list(modes.consume_legs(snapshot.mode, snapshot.broker))
+        names += [name for name in self.legs if name not in names]  # still open: drain it
+        self._rotation = (self._rotation + 1) % len(names)
+        for name in names[self._rotation :] + names[: self._rotation]:
+            leg = self.legs[name] if name == modes.POSTGRESQL else self.leg(name)
+            if leg is None:
+                continue
+            try:
+                while True:
+                    message, tag = leg.fetch(queue)
+                    if self._runs_here(name, message, snapshot):
+                        return self._delivered(name, message, tag)
+                    self._check_shadow(name, leg, message, tag)
+            except Empty:
+                continue
+            except LegUnavailable as exc:
+                self.drop_leg(name, exc)
+        raise virtual.Empty()
+
+    def _runs_here(self, leg: str, message: dict[str, Any], snapshot: state.Snapshot) -> bool:
+        headers = message.get("headers") or {}
+        copies = str(headers.get(modes.COPIES_HEADER) or "sole")
+        return modes.runs_here(leg, copies, snapshot.mode, str(headers.get("id")), snapshot.rabbitmq_percent)
+
+    def _delivered(self, leg: str, message: dict[str, Any], tag: str) -> dict[str, Any]:
+        message.setdefault("headers", {})[modes.SOURCE_HEADER] = leg
+        if leg != modes.POSTGRESQL:
+            message["properties"]["delivery_tag"] = leg_tag(leg, self.generations[leg], tag)
+        return message
+
+    def _check_shadow(self, leg_name: str, leg: Leg, message: dict[str, Any], tag: str) -> None:
+        """The copy the split did not pick: compare it with its task row, then acknowledge it."""
+        headers = message.get("headers") or {}
+        task_id = str(headers.get("id"))
+        problem = ""
+        rows = self.store.execute(TASK_ROW, (task_id,))
+        if not rows:
+            problem = "copy without a task row"
+        else:
+            task_type, payload = rows[0]
+            payload = json.loads(payload) if isinstance(payload, str) else payload
+            if headers.get(modes.TYPE_HEADER) not in (None, task_type):
+                problem = "task type differs from the task row"
+            elif headers.get(modes.CHECKSUM_HEADER) not in (None, modes.payload_checksum(payload)):
+                problem = "payload differs from the task row"
+        if problem:
+            log.warning("migration.shadow_mismatch", extra={"task_id": task_id, "leg": leg_name, "problem": problem})
+        self.shadows_checked += 1
+        leg.ack(tag)
+
+    def close(self) -> None:
+        for name in [n for n in self.legs if n != modes.POSTGRESQL]:
+            try:
+                self.legs.pop(name).close()
+            except Exception:
+                log.debug("router.leg_close_failed", exc_info=True)
+        super().close()
+
+
+class Transport(pgqueue.Transport):
+    """See the module docstring. Transport options are those of the PostgreSQL queue."""
+
+    Channel = Channel  # type: ignore[assignment]
+    driver_type = "router"
+    driver_name = "router"
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
+        started = time.monotonic()
+        while True:
+            self._maintain()
+            self._wake(self.waiter.woken())
+            try:
+                self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]
+                return
+            except virtual.Empty:
+                elapsed = time.monotonic() - started
+                if timeout is not None and elapsed >= timeout:
+                    raise TimeoutError() from None
+                wait = self.polling_interval if timeout is None else min(self.polling_interval, timeout - elapsed)
+                self._idle_wait(max(wait, 0.0))
+
+    def _idle_wait(self, wait: float) -> None:
+        """Wait for a NOTIFY, or, while brokers are consumed too, on each broker in short turns."""
+        brokers = [(channel, name, leg) for channel in self.channels for name, leg in channel.consuming_brokers()]
+        if not brokers:
+            self._wake(self.waiter.wait(wait))
+            return
+        self._wake(self.waiter.wait(0))
+        turn = min(wait, BROKER_WAIT) / len(brokers)
+        for channel, name, leg in brokers:
+            try:
+                leg.wait(turn)
+            except LegUnavailable as exc:
+                channel.drop_leg(name, exc)
+
+    def _maintain(self) -> None:
+        super()._maintain()
+        for channel in self.channels:
+            for name, leg in list(channel.consuming_brokers()):
+                try:
+                    leg.flush()
+                except LegUnavailable as exc:
+                    channel.drop_leg(name, exc)

@@ -1,0 +1,216 @@
+"""The live migration state: stored in the database, with history, followed by every process.
+
+Precedence (SPEC §4): defaults < ``configs/messaging.yaml`` < environment at start-up, then run-time
+changes through the admin page, the API or ``manage.py``; the latest change wins.
+:func:`bootstrap` applies the configuration at start-up only when it differs from what the last
+start-up applied, so a restart with unchanged settings keeps a run-time change, and a restart
+with a new ``MIGRATION_MODE`` is itself a change (recorded with source ``env``).
+
+Every process reads the state through :func:`current`, cached for :data:`STATE_TTL` seconds, so a
+change reaches all web and worker processes within two seconds without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import IntegrityError, close_old_connections, transaction
+from django.utils import timezone
+
+from helixagent.config import Config, get_config
+from helixagent.logging import get_logger
+from migration import modes, preflight
+from migration.models import MigrationState, ModeChange
+
+log = get_logger("migration.state")
+STATE_TTL = 1.0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a process needs to route a message."""
+
+    mode: str
+    rabbitmq_percent: int
+    broker: str
+    changed_at: datetime | None = None
+    changed_by: str = ""
+    reason: str = ""
+    source: str = "default"
+
+
+class StateError(Exception):
+    """A refused change; ``code`` and ``status`` become the API's error (SPEC §6)."""
+
+    code = "invalid_transition"
+    status = 409
+
+    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
+class BrokerUnreachable(StateError):
+    code = "broker_unavailable"
+
+
+class InvalidValue(StateError):
+    code = "validation_error"
+    status = 400
+
+
+_cache: tuple[float, Snapshot] | None = None
+_cache_lock = threading.Lock()
+_bootstrapped_pid = 0
+
+
+def _snapshot(row: MigrationState, config: Config) -> Snapshot:
+    return Snapshot(
+        mode=row.mode,
+        rabbitmq_percent=row.rabbitmq_percent,
+        broker=config.messaging.broker,
+        changed_at=row.changed_at,
+        changed_by=row.changed_by,
+        reason=row.reason,
+        source=row.source,
+    )
+
+
+def current(max_age: float = STATE_TTL) -> Snapshot:
+    """The state as this process last read it, re-read when older than ``max_age`` seconds.
+
+    If the database cannot be read, the last known state is kept (and the configured one before
+    any read), so routing goes on while PostgreSQL restarts."""
+    global _cache
+    now = time.monotonic()
+    cached = _cache
+    if cached is not None and now - cached[0] < max_age:
+        return cached[1]
+    with _cache_lock:
+        try:
+            if _bootstrapped_pid != os.getpid():
+                bootstrap()
+            row = MigrationState.objects.filter(pk=1).first()
+            snapshot = _snapshot(row, get_config()) if row else configured()
+        except Exception as exc:  # keep routing on the last known state
+            log.warning("migration.state_unreadable", extra={"error": str(exc)})
+            close_old_connections()
+            snapshot = cached[1] if cached else configured()
+        _cache = (now, snapshot)
+        return snapshot
+
+
+def forget() -> None:
+    """Drop this process's cached state (after a change it made itself, and in tests)."""
+    global _cache
+    _cache = None
+
+
+def configured(config: Config | None = None) -> Snapshot:
+    config = config or get_config()
+    return Snapshot(config.migration.mode, config.migration.consumer_rabbitmq_percent, config.messaging.broker)
+
+
+def bootstrap(config: Config | None = None) -> None:
+    """Create the state row, or apply configuration values that changed since the last start-up."""
+    global _bootstrapped_pid
+    config = config or get_config()
+    mode, percent = config.migration.mode, config.migration.consumer_rabbitmq_percent
+    from_env = "MIGRATION_MODE" in os.environ or "CONSUMER_RABBITMQ_PERCENT" in os.environ
+    source = "env" if from_env else "config"
+    for _attempt in range(2):
+        try:
+            with transaction.atomic():
+                row = MigrationState.objects.select_for_update().filter(pk=1).first()
+                if row is None:
+                    row = MigrationState(
+                        pk=1, mode=mode, rabbitmq_percent=percent, boot_mode=mode, boot_percent=percent
+                    )
+                    _record(row, by="start-up", reason="initial configuration", source=source, previous="", create=True)
+                elif (row.boot_mode, row.boot_percent) != (mode, percent):
+                    previous = row.mode
+                    if row.boot_mode != mode:
+                        row.mode = mode
+                    if row.boot_percent != percent:
+                        row.rabbitmq_percent = percent
+                    row.boot_mode, row.boot_percent = mode, percent
+                    _record(row, by="start-up", reason="configuration changed", source=source, previous=previous)
+            break
+        except IntegrityError:  # another process created the row first: read it again
+            continue
+    _bootstrapped_pid = os.getpid()
+    forget()
+
+
+def _record(row: MigrationState, *, by: str, reason: str, source: str, previous: str, create: bool = False) -> None:
+    row.changed_at, row.changed_by, row.reason, row.source = timezone.now(), by, reason, source
+    row.save(force_insert=create)
+    ModeChange.objects.create(
+        mode=row.mode,
+        previous_mode=previous,
+        rabbitmq_percent=row.rabbitmq_percent,
+        changed_at=row.changed_at,
+        changed_by=by,
+        reason=reason,
+        source=source,
+    )
+    log.info(
+        "migration.state_changed",
+        extra={
+            "mode": row.mode,
+            "previous_mode": previous,
+            "rabbitmq_percent": row.rabbitmq_percent,
+            "by": by,
+            "reason": reason,
+            "source": source,
+        },
+    )
+
+
+def _locked_row() -> MigrationState:
+    current()  # bootstraps this process if needed
+    return MigrationState.objects.select_for_update().get(pk=1)
+
+
+def set_mode(mode: str, *, by: str, source: str, reason: str = "", force: bool = False) -> Snapshot:
+    """Switch the mode after the transition rules and the preflight check of its brokers."""
+    config = get_config()
+    with transaction.atomic():
+        row = _locked_row()
+        try:
+            modes.check_transition(row.mode, mode, force)
+        except modes.TransitionRefused as exc:
+            raise StateError(str(exc), {"mode": mode, "current": row.mode}) from None
+        for broker in modes.required_brokers(mode, config.messaging.broker):
+            error = preflight.reach(broker, config)
+            if error:
+                raise BrokerUnreachable(
+                    f"{broker} is unreachable, so {mode} cannot start: {error}", {"broker": broker, "mode": mode}
+                )
+        if row.mode != mode:
+            previous, row.mode = row.mode, mode
+            _record(row, by=by, reason=reason, source=source, previous=previous)
+    forget()
+    return current()
+
+
+def set_split(percent: int, *, by: str, source: str, reason: str = "") -> Snapshot:
+    """Move the dual_write consumer split (share of tasks executed from the RabbitMQ copy)."""
+    if isinstance(percent, bool) or not isinstance(percent, int) or not 0 <= percent <= 100:
+        raise InvalidValue("rabbitmq_percent must be an integer from 0 to 100", {"rabbitmq_percent": percent})
+    with transaction.atomic():
+        row = _locked_row()
+        if row.rabbitmq_percent != percent:
+            row.rabbitmq_percent = percent
+            _record(row, by=by, reason=reason, source=source, previous=row.mode)
+    forget()
+    return current()
+
+
+def history(limit: int = 20) -> list[ModeChange]:
+    return list(ModeChange.objects.all()[:limit])
