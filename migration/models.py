@@ -84,3 +84,22 @@ class ModeChange(models.Model):
     class Meta:
         db_table = "helix_mode_change"
         ordering = ("-changed_at", "-id")
+
+
+class OutboxMessage(models.Model):
+    """A broker copy committed with its task row and not yet confirmed by the broker.
+
+    The submitting process publishes it right after commit and deletes the row; the relay
+    (:mod:`migration.outbox`) publishes whatever is left, after a crash between commit and
+    publish or while a broker was away.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    task_id = models.CharField(max_length=64)
+    leg = models.CharField(max_length=20)
+    queue = models.CharField(max_length=200)
+    payload = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        db_table = "helix_outbox"

@@ -22,18 +22,20 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kombu.transport import virtual
 
 from helixagent.config import get_config
 from helixagent.logging import get_logger
-from migration import modes, state
+from migration import modes
 from migration.legs.base import Empty, Leg, LegUnavailable
 from migration.legs.postgresql import PostgresLeg
 from migration.pgqueue import transport as pgqueue
 from tasks.routing import QUEUE_PREFIX
+
+if TYPE_CHECKING:
+    from migration.state import Snapshot
 
 log = get_logger("migration.router")
 #: seconds before a broker that could not be reached is tried again.
@@ -42,6 +44,14 @@ LEG_RETRY = 5.0
 BROKER_WAIT = 0.05
 
 TASK_ROW = "SELECT task_type, payload FROM helix_task WHERE id = %s"
+
+
+def current_state() -> Snapshot:
+    """The live migration state (imported late: ``celery inspect`` and Flower load this transport
+    before Django's apps are ready, and they only ever touch control queues)."""
+    from migration import state
+
+    return state.current()
 
 
 def is_task_queue(queue: str) -> bool:
@@ -165,7 +175,7 @@ class Channel(pgqueue.Channel):
         if not is_task_queue(queue):
             super()._put(queue, message)
             return
-        snapshot = state.current()
+        snapshot = current_state()
         targets = modes.publish_legs(snapshot.mode, snapshot.broker)
         message["headers"] = {
             **(message.get("headers") or {}),
@@ -175,20 +185,31 @@ class Channel(pgqueue.Channel):
             if name == modes.POSTGRESQL:
                 self.legs[name].publish(queue, message)
             else:
-                self._after_commit(functools.partial(self._publish_to_broker, name, queue, message))
+                self._publish_after_commit(name, queue, message)
 
-    def _after_commit(self, publish: Callable[[], None]) -> None:
-        """Broker copies leave only once the task row is committed, so no worker can receive a
-        copy of a task it cannot see yet."""
+    def _publish_after_commit(self, name: str, queue: str, message: dict[str, Any]) -> None:
+        """Inside the submitting transaction a broker copy goes to the outbox and leaves after
+        commit, so no worker receives a copy of a task it cannot see yet, and a publisher that
+        dies in between leaves the copy to the relay."""
         if self.dsn == "django":
             from django.db import transaction
 
-            if transaction.get_connection().in_atomic_block:
-                transaction.on_commit(publish)
-                return
-        publish()
+            from migration import outbox
 
-    def _publish_to_broker(self, name: str, queue: str, message: dict[str, Any]) -> None:
+            if transaction.get_connection().in_atomic_block:
+                entry = outbox.record(name, queue, str(message["headers"].get("id")), json.dumps(message))
+                transaction.on_commit(functools.partial(self._publish_recorded, entry, name, queue, message))
+                return
+        self.publish_to_broker(name, queue, message)
+
+    def _publish_recorded(self, entry: int, name: str, queue: str, message: dict[str, Any]) -> None:
+        from migration import outbox
+
+        self.publish_to_broker(name, queue, message)
+        outbox.done(entry)
+
+    def publish_to_broker(self, name: str, queue: str, message: dict[str, Any]) -> None:
+        """Publish to the broker leg ``name`` with a confirm, or else to a sole PostgreSQL copy."""
         leg = self.leg(name)
         try:
             if leg is None:
@@ -218,7 +239,7 @@ class Channel(pgqueue.Channel):
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         if not is_task_queue(queue):
             return super()._get(queue)
-        snapshot = state.current()
+        snapshot = current_state()
         names = list(modes.consume_legs(snapshot.mode, snapshot.broker))
         names += [name for name in self.legs if name not in names]  # still open: drain it
         self._rotation = (self._rotation + 1) % len(names)
@@ -238,7 +259,7 @@ class Channel(pgqueue.Channel):
                 self.drop_leg(name, exc)
         raise virtual.Empty()
 
-    def _runs_here(self, leg: str, message: dict[str, Any], snapshot: state.Snapshot) -> bool:
+    def _runs_here(self, leg: str, message: dict[str, Any], snapshot: Snapshot) -> bool:
         headers = message.get("headers") or {}
         copies = str(headers.get(modes.COPIES_HEADER) or "sole")
         return modes.runs_here(leg, copies, snapshot.mode, str(headers.get("id")), snapshot.rabbitmq_percent)

@@ -173,8 +173,11 @@ def _record(row: MigrationState, *, by: str, reason: str, source: str, previous:
 
 
 def _locked_row() -> MigrationState:
-    current()  # bootstraps this process if needed
-    return MigrationState.objects.select_for_update().get(pk=1)
+    row = MigrationState.objects.select_for_update().filter(pk=1).first()
+    if row is None:
+        bootstrap()
+        row = MigrationState.objects.select_for_update().get(pk=1)
+    return row
 
 
 def set_mode(mode: str, *, by: str, source: str, reason: str = "", force: bool = False) -> Snapshot:

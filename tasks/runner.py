@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from helixagent.config import get_config
 from helixagent.logging import get_logger
-from migration import modes
+from migration import modes, outbox
 from tasks import service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
@@ -162,6 +162,7 @@ def _maintenance_loop(stop: threading.Event) -> None:
                 for task_id in transitions.recover_stuck(cfg.stuck_threshold):
                     log.warning("task.recovered_stuck", extra={"task_id": str(task_id)})
             service.dispatch_due()
+            outbox.relay(service.producer().channel)
         except Exception:
             log.warning("task.maintenance_failed", exc_info=True)
             close_old_connections()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from kombu import Connection, Producer
 
 from helixagent.config import get_config
-from migration import modes, state
+from migration import modes
 from tasks import routing, states, transitions
 from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
@@ -47,53 +47,40 @@ def submit(fields: dict[str, Any], idempotency_key: str | None = None) -> tuple[
         config=config,
     )
     due = task.scheduled_at is None or task.scheduled_at <= timezone.now()
-    # With the PostgreSQL queue written first (legacy, dual_write), the message commits with the
-    # row. In messaging mode the only copy goes to a broker after commit: the row stays pending
-    # until then, so a publisher that dies in between leaves it to the dispatcher.
-    in_transaction = due and modes.publish_legs(state.current().mode, "")[0] == modes.POSTGRESQL
-    if in_transaction:
+    if due:
         task.status = states.QUEUED
     try:
         with transaction.atomic():
             task.save(force_insert=True)
-            transitions.record_created(task, queued=in_transaction)
-            if in_transaction:
+            transitions.record_created(task, queued=due)
+            if due:
                 _send(task)
     except IntegrityError:
         if idempotency_key:
             return Task.objects.get(idempotency_key=idempotency_key), False
         raise
-    if due and not in_transaction:
-        publish(task)
-        task.status = states.QUEUED
     return task, True
 
 
 _local = threading.local()
 
 
-def _producer() -> Producer:
-    """This thread's producer on the queue tables through Django's own connection."""
-    producer: Producer | None = getattr(_local, "producer", None)
-    if producer is None:
+def producer() -> Producer:
+    """This thread's producer on the router, writing the PostgreSQL queue through Django's own
+    connection (so a queue message commits with its task row)."""
+    current: Producer | None = getattr(_local, "producer", None)
+    if current is None:
         from helixagent.celery import app
 
         options = {**app.conf.broker_transport_options, "dsn": "django"}
-        producer = Producer(Connection(app.conf.broker_url, transport_options=options))
-        _local.producer = producer
-    return producer
+        current = Producer(Connection(app.conf.broker_url, transport_options=options))
+        _local.producer = current
+    return current
 
 
 def publish(task: Task) -> None:
-    """Publish the task's message and mark the task ``queued``.
-
-    Onto the PostgreSQL queue both happen in one transaction; to a broker the message leaves
-    first (confirmed, or it falls back to the PostgreSQL queue) and the row follows."""
-    if modes.publish_legs(state.current().mode, "")[0] == modes.POSTGRESQL:
-        with transaction.atomic():
-            _send(task)
-            transitions.mark_queued(task.pk)
-    else:
+    """Put the task's message in the queue and mark the task ``queued``, in one transaction."""
+    with transaction.atomic():
         _send(task)
         transitions.mark_queued(task.pk)
 
@@ -102,9 +89,10 @@ def _send(task: Task) -> None:
     """Publish the task's message inside the caller's transaction.
 
     The router (:mod:`migration.router`) decides where the message goes from the migration
-    mode. The PostgreSQL queue lives in the task database, so its message row commits with the
-    task row; broker copies leave after commit. The type and payload checksum travel in headers
-    so a shadow copy can be checked against the row.
+    mode. A PostgreSQL queue message commits with the task row; a broker copy commits with it
+    as an outbox record and leaves after commit. Either way an accepted task always has its
+    message. The type and payload checksum travel in headers so a shadow copy can be checked
+    against the row.
     """
     from tasks.runner import run_task
 
@@ -118,7 +106,7 @@ def _send(task: Task) -> None:
     timeout = task.config.get("timeout_seconds") if isinstance(task.config, dict) else None
     if timeout:
         options.update(soft_time_limit=float(timeout), time_limit=float(timeout) + 5)
-    run_task.apply_async(producer=_producer(), **options)
+    run_task.apply_async(producer=producer(), **options)
 
 
 def dispatch_due(limit: int = 500) -> int:

@@ -16,6 +16,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from helixagent.config import get_config
+from migration import modes, preflight, state
+from migration import status as migration_status
 from migration.models import QueueMessage
 from tasks import service, states
 from tasks.api.errors import RETRY_AFTER_SECONDS
@@ -108,7 +110,8 @@ class HealthView(APIView):
     @extend_schema(responses={200: dict, 503: dict})
     def get(self, request: Request) -> Response:
         body: dict[str, Any] = {"status": "ok", "database": "ok"}
-        queue: dict[str, Any] = {"mode": get_config().migration.mode, "brokers": {"postgresql": "ok"}}
+        snapshot = state.current()
+        queue: dict[str, Any] = {"mode": snapshot.mode, "brokers": {"postgresql": "ok"}}
         try:
             connection.ensure_connection()
             counts = dict(
@@ -129,5 +132,14 @@ class HealthView(APIView):
             queue["brokers"]["postgresql"] = "down"
             body["task_queue"] = queue
             return Response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        for broker in modes.required_brokers(snapshot.mode, snapshot.broker):
+            error = preflight.reach(broker, get_config())
+            queue["brokers"][broker] = "ok" if error is None else "down"
+            if error is not None:
+                body["status"] = "unavailable"
+        if snapshot.mode == modes.MESSAGING and body["status"] == "ok":
+            queue["queue_depths"] = {q: n for q, n in migration_status.broker_depths(snapshot.broker).items() if n}
         body["task_queue"] = queue
+        if body["status"] != "ok":
+            return Response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return Response(body)

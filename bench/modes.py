@@ -1,0 +1,196 @@
+"""Every migration mode beside vanilla Celery on the same RabbitMQ, measured in one run.
+
+For each of legacy, dual_write at 0/50/100 %, messaging on RabbitMQ and messaging on Kafka:
+
+* submit rate: one producer calling ``tasks.service.submit`` (task row, events, the mode's
+  publishes with their confirms) while the worker runs;
+* end-to-end throughput: N no-op tasks from the first submit to the last completion;
+* enqueue→start latency: p50 / p99 of (execution start - submit) at a steady rate into an idle
+  worker.
+
+The baseline is vanilla Celery on the same RabbitMQ (py-amqp, default settings, no task rows),
+with the same pool and concurrency. The publish cost of dual_write is its submit time per task
+divided by legacy's (one write). Usage: ``python -m bench.modes --tasks 10000`` with the
+variables of ``scripts/services.sh env`` set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any
+
+from bench.common import RESULTS, fresh_database, machine, percentile, start_worker, stop, summary_ms, wait_until
+from bench.legacy import paced
+
+#: (label, mode, rabbitmq_percent, broker)
+SETTINGS = [
+    ("legacy", "legacy", 0, "rabbitmq"),
+    ("dual_write 0%", "dual_write", 0, "rabbitmq"),
+    ("dual_write 50%", "dual_write", 50, "rabbitmq"),
+    ("dual_write 100%", "dual_write", 100, "rabbitmq"),
+    ("messaging rabbitmq", "messaging", 0, "rabbitmq"),
+    ("messaging kafka", "messaging", 0, "kafka"),
+]
+
+
+def set_mode(mode: str, percent: int, broker: str) -> None:
+    from helixagent.config import get_config
+    from migration import state
+
+    os.environ["MESSAGING_BROKER"] = broker
+    get_config.cache_clear()
+    state.set_split(percent, by="bench", source="cli")
+    state.set_mode(mode, by="bench", source="cli", force=True)
+
+
+def purge_brokers() -> None:
+    from kombu import Connection
+
+    from helixagent.config import get_config
+    from migration.legs.rabbitmq import RabbitMQLeg
+    from tasks.routing import ALL_QUEUES
+
+    with Connection(get_config().messaging.rabbitmq_url) as conn:
+        channel = conn.channel()
+        RabbitMQLeg.declare_topology(channel)
+        for queue in ALL_QUEUES:
+            channel.queue_purge(queue)
+
+
+def run_mode(
+    setting: tuple[str, str, int, str], tasks: int, latency_tasks: int, rate: float, pool: dict[str, Any]
+) -> dict[str, Any]:
+    from tasks import service
+    from tasks.models import Task
+
+    label, mode, percent, broker = setting
+    Task.objects.all().delete()
+    purge_brokers()
+    set_mode(mode, percent, broker)
+    env = {**os.environ, "HELIX_LOG_DIR": str(RESULTS / "logs")}
+    log = RESULTS / "logs" / f"modes-{label.replace(' ', '-').replace('%', '')}.log"
+    worker = start_worker("helixagent", env, log, **pool)
+    try:
+        warm, _ = service.submit({"task_type": "noop"})
+        wait_until(lambda: Task.objects.filter(pk=warm.pk, status="completed").exists(), 120)
+        Task.objects.all().delete()
+        started = time.monotonic()
+        for _ in range(tasks):
+            service.submit({"task_type": "noop"})
+        enqueued = time.monotonic()
+        finished = wait_until(lambda: Task.objects.filter(status="completed").count() >= tasks, 1800, 0.2)
+        Task.objects.all().delete()
+        paced(latency_tasks, rate, lambda: service.submit({"task_type": "noop"}))
+        wait_until(lambda: Task.objects.filter(status="completed").count() >= latency_tasks, 300)
+        latencies = [
+            (t.started_at - t.created_at).total_seconds()
+            for t in Task.objects.only("created_at", "started_at")
+            if t.started_at
+        ]
+    finally:
+        stop(worker)
+    return {
+        "submit_ms": (enqueued - started) / tasks * 1000,
+        "e2e_per_s": tasks / (finished - started),
+        "latency": latencies,
+    }
+
+
+def run_vanilla(rabbitmq_url: str, tasks: int, latency_tasks: int, rate: float, pool: dict[str, Any]) -> dict[str, Any]:
+    broker = rabbitmq_url.replace("amqp://", "pyamqp://", 1)
+    os.environ["BENCH_BROKER_URL"] = broker
+    from bench.vanilla_app import app, noop
+
+    app.conf.broker_url = broker
+    marks = RESULTS / "vanilla-rabbitmq-latency.txt"
+
+    def executed() -> int:
+        return len(marks.read_text().splitlines()) if marks.exists() else 0
+
+    env = {**os.environ, "BENCH_LATENCY_FILE": str(marks)}
+    marks.unlink(missing_ok=True)
+    with app.connection_for_write() as conn:  # start from an empty queue
+        conn.default_channel.queue_declare("celery", durable=True, auto_delete=False)
+        conn.default_channel.queue_purge("celery")
+    worker = start_worker("bench.vanilla_app", env, RESULTS / "logs" / "vanilla-rabbitmq-worker.log", **pool)
+    try:
+        noop.apply_async(args=[time.time()])
+        wait_until(lambda: executed() >= 1, 120)
+        marks.unlink()
+        started = time.monotonic()
+        for _ in range(tasks):
+            noop.apply_async(args=[time.time()])
+        enqueued = time.monotonic()
+        finished = wait_until(lambda: executed() >= tasks, 1800, 0.2)
+        marks.unlink()
+        paced(latency_tasks, rate, lambda: noop.apply_async(args=[time.time()]))
+        wait_until(lambda: executed() >= latency_tasks, 300)
+        latencies = [float(line.split()[0]) for line in marks.read_text().splitlines()]
+    finally:
+        stop(worker)
+    return {
+        "submit_ms": (enqueued - started) / tasks * 1000,
+        "e2e_per_s": tasks / (finished - started),
+        "latency": latencies,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--latency-tasks", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--pool", default="prefork", choices=["threads", "prefork"])
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--only", help="comma-separated labels of the modes to run (default: all)")
+    args = parser.parse_args()
+    base = os.environ.get("DATABASE_URL", "")
+    rabbitmq_url = os.environ.get("RABBITMQ_URL", "")
+    if not base.startswith("postgresql://") or not rabbitmq_url:
+        raise SystemExit('DATABASE_URL and RABBITMQ_URL must be set: eval "$(scripts/services.sh env)" first')
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    print(f"# machine: {machine()}")
+    print(f"# worker pool: {args.pool}, concurrency {args.concurrency}; {args.tasks} no-op tasks per mode")
+    pool = {"pool": args.pool, "concurrency": args.concurrency}
+    os.environ["DATABASE_URL"] = fresh_database(base, "helixagent_bench_modes")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    wanted = set(args.only.split(",")) if args.only else None
+    print("# vanilla Celery on RabbitMQ …", flush=True)
+    results = {"vanilla Celery (RabbitMQ)": run_vanilla(rabbitmq_url, args.tasks, args.latency_tasks, args.rate, pool)}
+    for setting in SETTINGS:
+        if wanted and setting[0] not in wanted:
+            continue
+        print(f"# HelixAgent {setting[0]} …", flush=True)
+        results[setting[0]] = run_mode(setting, args.tasks, args.latency_tasks, args.rate, pool)
+    report(results, args.rate)
+
+
+def report(results: dict[str, dict[str, Any]], rate: float) -> None:
+    vanilla = results["vanilla Celery (RabbitMQ)"]
+    print(f"\n| setting | submit (ms/task) | end-to-end (tasks/s) | vs vanilla | enqueue→start at {rate:.0f}/s |")
+    print("|---|---|---|---|---|")
+    for label, r in results.items():
+        ratio = r["e2e_per_s"] / vanilla["e2e_per_s"]
+        print(f"| {label} | {r['submit_ms']:.2f} | {r['e2e_per_s']:.0f} | {ratio:.2f}x | {summary_ms(r['latency'])} |")
+    if "legacy" in results:
+        single = results["legacy"]["submit_ms"]
+        for label in ("dual_write 0%", "dual_write 50%", "dual_write 100%"):
+            if label in results:
+                print(f"{label} publish cost: {results[label]['submit_ms'] / single:.2f}x a single write (goal ≤ 1.3x)")
+    if "messaging rabbitmq" in results:
+        ratio = results["messaging rabbitmq"]["e2e_per_s"] / vanilla["e2e_per_s"]
+        print(f"messaging rabbitmq throughput: {ratio:.2f}x vanilla Celery on the same RabbitMQ (goal ≥ 0.8x)")
+    p50 = {label: percentile(r["latency"], 50) * 1000 for label, r in results.items()}
+    print("enqueue→start p50 (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in p50.items()))
+
+
+if __name__ == "__main__":
+    main()
