@@ -49,9 +49,10 @@ class QueueBinding(models.Model):
 class MigrationState(models.Model):
     """The live migration mode: one row (``id = 1``) that every process reads every second.
 
-    ``boot_*`` hold the mode and split the configuration (file or environment) asked for at the
-    last start-up that changed them, so a restart with a new ``MIGRATION_MODE`` counts as a change
-    while a restart with the same one leaves a run-time change in place (latest change wins).
+    ``boot_config`` holds what the configuration asked for at the last start-up (each value with
+    where it came from: ``config`` or ``env``), so a restart with a new or newly set
+    ``MIGRATION_MODE`` counts as a change while a restart with the same settings leaves a
+    run-time change in place (latest change wins).
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
@@ -61,8 +62,7 @@ class MigrationState(models.Model):
     changed_by = models.CharField(max_length=200, default="")
     reason = models.TextField(default="", blank=True)
     source = models.CharField(max_length=20, default="default")
-    boot_mode = models.CharField(max_length=20, default="")
-    boot_percent = models.SmallIntegerField(default=-1)
+    boot_config = models.JSONField(default=dict)
 
     class Meta:
         db_table = "helix_migration_state"

@@ -15,8 +15,10 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
@@ -116,30 +118,39 @@ def configured(config: Config | None = None) -> Snapshot:
     return Snapshot(config.migration.mode, config.migration.consumer_rabbitmq_percent, config.messaging.broker)
 
 
-def bootstrap(config: Config | None = None) -> None:
-    """Create the state row, or apply configuration values that changed since the last start-up."""
+def boot_settings(config: Config, environ: Mapping[str, str]) -> dict[str, list[Any]]:
+    """What the configuration asks for at start-up: each value with where it came from."""
+    return {
+        "mode": [config.migration.mode, "env" if "MIGRATION_MODE" in environ else "config"],
+        "rabbitmq_percent": [
+            config.migration.consumer_rabbitmq_percent,
+            "env" if "CONSUMER_RABBITMQ_PERCENT" in environ else "config",
+        ],
+    }
+
+
+def bootstrap(config: Config | None = None, environ: Mapping[str, str] | None = None) -> None:
+    """Create the state row, or apply configured values that changed since the last start-up.
+
+    A value counts as changed when it differs from the one the last start-up saw, or comes from
+    a different place (``MIGRATION_MODE=legacy`` newly set is a change even if the file also says
+    ``legacy``): that is how an operator rolls back with the environment and a restart."""
     global _bootstrapped_pid
-    config = config or get_config()
-    mode, percent = config.migration.mode, config.migration.consumer_rabbitmq_percent
-    from_env = "MIGRATION_MODE" in os.environ or "CONSUMER_RABBITMQ_PERCENT" in os.environ
-    source = "env" if from_env else "config"
+    wanted = boot_settings(config or get_config(), os.environ if environ is None else environ)
     for _attempt in range(2):
         try:
             with transaction.atomic():
                 row = MigrationState.objects.select_for_update().filter(pk=1).first()
-                if row is None:
-                    row = MigrationState(
-                        pk=1, mode=mode, rabbitmq_percent=percent, boot_mode=mode, boot_percent=percent
-                    )
-                    _record(row, by="start-up", reason="initial configuration", source=source, previous="", create=True)
-                elif (row.boot_mode, row.boot_percent) != (mode, percent):
-                    previous = row.mode
-                    if row.boot_mode != mode:
-                        row.mode = mode
-                    if row.boot_percent != percent:
-                        row.rabbitmq_percent = percent
-                    row.boot_mode, row.boot_percent = mode, percent
-                    _record(row, by="start-up", reason="configuration changed", source=source, previous=previous)
+                changed = [key for key, value in wanted.items() if row is None or row.boot_config.get(key) != value]
+                if changed:
+                    source = "env" if any(wanted[key][1] == "env" for key in changed) else "config"
+                    previous = row.mode if row else ""
+                    row = row or MigrationState(pk=1)
+                    for key in changed:
+                        setattr(row, key, wanted[key][0])
+                    row.boot_config = wanted
+                    reason = "initial configuration" if not previous else f"configuration changed: {', '.join(changed)}"
+                    _record(row, by="start-up", reason=reason, source=source, previous=previous, create=not previous)
             break
         except IntegrityError:  # another process created the row first: read it again
             continue
