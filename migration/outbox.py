@@ -1,19 +1,27 @@
 """The transactional outbox of broker copies (SPEC §4, Consistency).
 
-A broker copy is written to ``helix_outbox`` in the transaction that inserts its task row; after
-commit the submitting process publishes it with a confirm and deletes the record. :func:`relay`,
-run by every worker's maintenance loop, publishes records older than :data:`GRACE` seconds: the
-ones whose publisher died between commit and publish. A copy published twice is harmless (the
-claim on the task row runs a task once).
+A broker copy is written to ``helix_outbox`` in the transaction that inserts its task row. After
+commit it is handed to this process's :class:`Publisher`, a thread that publishes what has
+accumulated in one batch per broker with pipelined confirms, then deletes the batch's records in
+one statement; a batch the broker does not confirm falls back to PostgreSQL copies (see
+:meth:`migration.router.Channel.publish_batch`). The submitting request does not wait for the
+broker. :func:`relay`, run by every worker's maintenance loop, publishes records older than
+:data:`GRACE` seconds: those whose process died between commit and publish. A copy published
+twice is harmless (the claim on the task row runs a task once).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import os
+import queue
+import threading
+import time
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
 from helixagent.logging import get_logger
@@ -32,8 +40,8 @@ def record(leg: str, queue: str, task_id: str, payload: str) -> int:
     return OutboxMessage.objects.create(leg=leg, queue=queue, task_id=task_id, payload=payload).pk
 
 
-def done(record_id: int) -> None:
-    OutboxMessage.objects.filter(pk=record_id).delete()
+def done(record_ids: list[int]) -> None:
+    OutboxMessage.objects.filter(pk__in=record_ids).delete()
 
 
 def relay(channel: Channel, limit: int = 500) -> int:
@@ -41,10 +49,73 @@ def relay(channel: Channel, limit: int = 500) -> int:
     sent = 0
     with transaction.atomic():
         stale = OutboxMessage.objects.select_for_update(skip_locked=True).filter(created_at__lt=timezone.now() - GRACE)
-        for entry in stale.order_by("id")[:limit]:
-            channel.publish_to_broker(entry.leg, entry.queue, json.loads(entry.payload))
-            entry.delete()
-            sent += 1
+        entries = list(stale.order_by("id")[:limit])
+        for leg in {entry.leg for entry in entries}:
+            batch = [entry for entry in entries if entry.leg == leg]
+            channel.publish_batch(leg, [(entry.queue, json.loads(entry.payload)) for entry in batch])
+            done([entry.pk for entry in batch])
+            sent += len(batch)
     if sent:
         log.warning("migration.outbox_relayed", extra={"count": sent})
     return sent
+
+
+Item = tuple[int, str, str, dict[str, Any]]  # outbox record id, leg, queue, message
+
+
+class Publisher:
+    """This process's background publisher of committed broker copies (one thread per process;
+    a forked child starts its own)."""
+
+    def __init__(self) -> None:
+        self.items: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.pid = 0
+        self.lock = threading.Lock()
+        self.pending = 0  # handed over and not yet published (or given up to the relay)
+
+    def send(self, record_id: int, leg: str, queue_name: str, message: dict[str, Any]) -> None:
+        with self.lock:
+            if self.pid != os.getpid():
+                self.pid = os.getpid()
+                self.items = queue.SimpleQueue()
+                threading.Thread(target=self._run, name="helix-outbox", daemon=True).start()
+            self.pending += 1
+        self.items.put((record_id, leg, queue_name, message))
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything handed over so far is published; True if it was in time."""
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self.pending
+
+    def _run(self) -> None:
+        from tasks.service import producer
+
+        while True:
+            if self.items.empty():
+                connections.close_all()  # this thread's; it reconnects when there is work
+            batch = [self.items.get()]
+            while len(batch) < BATCH_SIZE:
+                try:
+                    batch.append(self.items.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                channel = producer().channel
+                for leg in {item[1] for item in batch}:
+                    chosen = [item for item in batch if item[1] == leg]
+                    channel.publish_batch(leg, [(item[2], item[3]) for item in chosen])
+                    done([item[0] for item in chosen])
+            except Exception as exc:  # the records stay in the outbox: the relay sends them
+                log.error("migration.outbox_publish_failed", extra={"count": len(batch), "error": str(exc)})
+                close_old_connections()
+            finally:
+                with self.lock:
+                    self.pending -= len(batch)
+
+
+#: most copies published in one batch.
+BATCH_SIZE = 500
+publisher = Publisher()
+atexit.register(publisher.flush, 10.0)

@@ -198,32 +198,27 @@ class Channel(pgqueue.Channel):
 
             if transaction.get_connection().in_atomic_block:
                 entry = outbox.record(name, queue, str(message["headers"].get("id")), json.dumps(message))
-                transaction.on_commit(functools.partial(self._publish_recorded, entry, name, queue, message))
+                transaction.on_commit(functools.partial(outbox.publisher.send, entry, name, queue, message))
                 return
-        self.publish_to_broker(name, queue, message)
+        self.publish_batch(name, [(queue, message)])
 
-    def _publish_recorded(self, entry: int, name: str, queue: str, message: dict[str, Any]) -> None:
-        from migration import outbox
-
-        self.publish_to_broker(name, queue, message)
-        outbox.done(entry)
-
-    def publish_to_broker(self, name: str, queue: str, message: dict[str, Any]) -> None:
-        """Publish to the broker leg ``name`` with a confirm, or else to a sole PostgreSQL copy."""
+    def publish_batch(self, name: str, items: list[tuple[str, dict[str, Any]]]) -> None:
+        """Publish to the broker leg ``name`` with confirms, or else as sole PostgreSQL copies."""
         leg = self.leg(name)
         try:
             if leg is None:
                 raise LegUnavailable(f"{name} is unreachable")
-            leg.publish(queue, message)
+            leg.publish_batch(items)
             return
         except LegUnavailable as exc:
             if leg is not None:
                 self.drop_leg(name, exc)
             error = str(exc)
-        task_id = (message.get("headers") or {}).get("id")
-        log.error("router.publish_fallback", extra={"leg": name, "task_id": task_id, "error": error, "queue": queue})
-        fallback = {**message, "headers": {**message["headers"], modes.COPIES_HEADER: "sole"}}
-        self.legs[modes.POSTGRESQL].publish(queue, fallback)
+        ids = [(message.get("headers") or {}).get("id") for _queue, message in items]
+        log.error("router.publish_fallback", extra={"leg": name, "task_ids": ids, "error": error})
+        for queue, message in items:
+            fallback = {**message, "headers": {**message["headers"], modes.COPIES_HEADER: "sole"}}
+            self.legs[modes.POSTGRESQL].publish(queue, fallback)
 
     # -- consuming ---------------------------------------------------------------------------
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:

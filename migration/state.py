@@ -26,6 +26,7 @@ from django.utils import timezone
 from helixagent.config import Config, get_config
 from helixagent.logging import get_logger
 from migration import modes, preflight
+from migration.exceptions import BrokerUnreachable, InvalidValue, MigrationError
 from migration.models import MigrationState, ModeChange
 
 log = get_logger("migration.state")
@@ -43,27 +44,6 @@ class Snapshot:
     changed_by: str = ""
     reason: str = ""
     source: str = "default"
-
-
-class StateError(Exception):
-    """A refused change; ``code`` and ``status`` become the API's error (SPEC §6)."""
-
-    code = "invalid_transition"
-    status = 409
-
-    def __init__(self, message: str, details: dict[str, object] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or {}
-
-
-class BrokerUnreachable(StateError):
-    code = "broker_unavailable"
-
-
-class InvalidValue(StateError):
-    code = "validation_error"
-    status = 400
 
 
 _cache: tuple[float, Snapshot] | None = None
@@ -171,7 +151,7 @@ def _record(row: MigrationState, *, by: str, reason: str, source: str, previous:
         source=source,
     )
     log.info(
-        "migration.state_changed",
+        "migration.mode_changed",
         extra={
             "mode": row.mode,
             "previous_mode": previous,
@@ -199,7 +179,7 @@ def set_mode(mode: str, *, by: str, source: str, reason: str = "", force: bool =
         try:
             modes.check_transition(row.mode, mode, force)
         except modes.TransitionRefused as exc:
-            raise StateError(str(exc), {"mode": mode, "current": row.mode}) from None
+            raise MigrationError(str(exc), {"mode": mode, "current": row.mode}) from None
         for broker in modes.required_brokers(mode, config.messaging.broker):
             error = preflight.reach(broker, config)
             if error:

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -80,6 +80,10 @@ class KafkaLeg(Leg):
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, queue: str, message: dict[str, Any]) -> None:
+        self.publish_batch([(queue, message)])
+
+    def publish_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Produce every message, then wait once for all delivery reports (``acks=all``)."""
         errors: list[KafkaError] = []
 
         def delivered(error: KafkaError | None, _msg: Any) -> None:
@@ -87,13 +91,14 @@ class KafkaLeg(Leg):
                 errors.append(error)
 
         try:
-            self.producer.produce(
-                WORK_TOPIC,
-                key=message_id(message).encode(),
-                value=json.dumps(message).encode(),
-                headers={"queue": queue.encode()},
-                on_delivery=delivered,
-            )
+            for queue, message in items:
+                self.producer.produce(
+                    WORK_TOPIC,
+                    key=message_id(message).encode(),
+                    value=json.dumps(message).encode(),
+                    headers={"queue": queue.encode()},
+                    on_delivery=delivered,
+                )
             left = self.producer.flush(PUBLISH_TIMEOUT)
         except (KafkaException, BufferError) as exc:
             raise LegUnavailable(f"kafka: {exc}") from exc

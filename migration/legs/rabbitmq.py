@@ -5,7 +5,8 @@ Topology (declared, idempotently, whenever the leg connects): the direct durable
 dead-lettered to the fanout exchange ``helixagent.dlx``, which feeds ``helixagent.dlq``.
 
 Publishing: persistent messages in Celery's own wire format (an ordinary Celery worker could
-read them), ``message_id`` = task id, one publisher confirm per message. Consuming:
+read them), ``message_id`` = task id, with publisher confirms; a batch is published in one go
+and its confirms awaited together. Consuming:
 ``basic_consume`` with a prefetch window; a message is acknowledged only when the router is told
 the task ended, and a consumer that dies leaves its unacknowledged messages to RabbitMQ, which
 delivers them again.
@@ -14,8 +15,9 @@ delivers them again.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import amqp
@@ -27,6 +29,7 @@ from tasks.routing import ALL_QUEUES
 DLX = "helixagent.dlx"
 DLQ = "helixagent.dlq"
 QUEUE_ARGUMENTS = {"x-dead-letter-exchange": DLX}
+CONFIRM_TIMEOUT = 10.0
 
 
 class RabbitMQLeg(Leg):
@@ -40,9 +43,14 @@ class RabbitMQLeg(Leg):
             self.channel: Any = self.conn.channel()
             self.declare_topology(self.channel)
             self.channel.confirm_select()
+            self.channel.events["basic_ack"].add(self._confirmed)
+            self.channel.events["basic_nack"].add(self._refused)
         except Exception as exc:
             self.conn.release()
             raise LegUnavailable(f"rabbitmq: {exc}") from exc
+        self._published = 0  # publish sequence number of this channel (confirm mode counts from 1)
+        self._unconfirmed: set[int] = set()
+        self._nacked = False
         self._buffers: dict[str, deque[amqp.Message]] = {}
         self._consuming: set[str] = set()
         self._done: list[tuple[str, int]] = []  # (action, delivery tag) from any thread
@@ -59,8 +67,50 @@ class RabbitMQLeg(Leg):
             channel.queue_bind(queue, TASK_EXCHANGE, queue)
 
     def publish(self, queue: str, message: dict[str, Any]) -> None:
+        self.publish_batch([(queue, message)])
+
+    def publish_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        """Publish every message, then wait for the broker's confirms of all of them at once
+        (RabbitMQ acknowledges publishes in order, often several with one ``multiple`` ack)."""
+        try:
+            for queue, message in items:
+                self._published += 1
+                self._unconfirmed.add(self._published)
+                self.channel.basic_publish(self._wire(message), exchange=TASK_EXCHANGE, routing_key=queue)
+            deadline = time.monotonic() + CONFIRM_TIMEOUT
+            while self._unconfirmed and not self._nacked:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise LegUnavailable(f"rabbitmq: {len(self._unconfirmed)} publishes not confirmed in time")
+                try:
+                    self.conn.drain_events(timeout=left)
+                except TimeoutError:
+                    continue
+        except LegUnavailable:
+            raise
+        except Exception as exc:
+            raise LegUnavailable(f"rabbitmq: {exc}") from exc
+        finally:
+            nacked, self._nacked = self._nacked, False
+            self._unconfirmed.clear()
+        if nacked:
+            raise LegUnavailable("rabbitmq: the broker refused (nacked) a publish")
+
+    def _confirmed(self, tag: int, multiple: bool) -> None:
+        if multiple:
+            self._unconfirmed = {seq for seq in self._unconfirmed if seq > tag}
+        else:
+            self._unconfirmed.discard(tag)
+
+    def _refused(self, tag: int, multiple: bool) -> None:
+        self._nacked = True
+        self._confirmed(tag, multiple)
+
+    @staticmethod
+    def _wire(message: dict[str, Any]) -> amqp.Message:
+        """Celery's own wire format: an ordinary Celery worker could consume these messages."""
         props = message.get("properties", {})
-        wire = amqp.Message(
+        return amqp.Message(
             raw_body(message),
             content_type=message.get("content-type"),
             content_encoding=message.get("content-encoding"),
@@ -71,10 +121,6 @@ class RabbitMQLeg(Leg):
             reply_to=props.get("reply_to"),
             message_id=message_id(message),
         )
-        try:
-            self.channel.basic_publish_confirm(wire, exchange=TASK_EXCHANGE, routing_key=queue)
-        except Exception as exc:
-            raise LegUnavailable(f"rabbitmq: {exc}") from exc
 
     def consume(self, queues: Iterable[str]) -> None:
         new = [queue for queue in queues if queue not in self._consuming]

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from helixagent.logging import get_logger
-from migration.state import StateError
+from migration.exceptions import MigrationError
 from tasks.exceptions import TaskError
 
 log = get_logger("api")
@@ -49,7 +49,7 @@ def _first_message(details: Any, prefix: str = "") -> str:
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler: every API error leaves in the same JSON shape."""
-    if isinstance(exc, TaskError | StateError):
+    if isinstance(exc, TaskError | MigrationError):
         return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
     if isinstance(exc, OperationalError | InterfaceError):
         log.warning("api.database_unavailable", extra={"error": str(exc)})

@@ -1,4 +1,5 @@
-"""`celery inspect` and Flower see workers and tasks in legacy mode (over the PostgreSQL queue)."""
+"""`celery inspect` and Flower see workers and tasks in every migration mode (their control and
+event messages travel on the PostgreSQL queue whatever the mode)."""
 
 from __future__ import annotations
 
@@ -12,17 +13,19 @@ from typing import Any
 import pytest
 
 from tests.acceptance.helpers import submit, wait_status
-from tests.conftest import ROOT, free_port, process_env, wait_for
+from tests.conftest import ROOT, ModeSetting, free_port, process_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_celery_inspect_ping_reaches_the_worker(live_db_url: str, start_worker: Any, tmp_path: Path) -> None:
-    start_worker("inspected")
+def test_celery_inspect_ping_reaches_the_worker(
+    live_db_url: str, start_worker: Any, tmp_path: Path, migration_mode: ModeSetting
+) -> None:
+    start_worker("inspected", **migration_mode.env)
     result = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "helixagent", "inspect", "ping", "--timeout", "5"],
         cwd=ROOT,
-        env=process_env(live_db_url, tmp_path),
+        env=process_env(live_db_url, tmp_path, **migration_mode.env),
         capture_output=True,
         text=True,
         timeout=60,
@@ -46,9 +49,11 @@ def answers(url: str) -> bool:
         return False
 
 
-def test_flower_shows_the_worker_and_its_tasks(api: Any, live_db_url: str, start_worker: Any, tmp_path: Path) -> None:
+def test_flower_shows_the_worker_and_its_tasks(
+    api: Any, live_db_url: str, start_worker: Any, tmp_path: Path, migration_mode: ModeSetting
+) -> None:
     port = free_port()
-    env = process_env(live_db_url, tmp_path, FLOWER_UNAUTHENTICATED_API="true")
+    env = process_env(live_db_url, tmp_path, FLOWER_UNAUTHENTICATED_API="true", **migration_mode.env)
     flower = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "helixagent", "flower", "--address=127.0.0.1", f"--port={port}"],
         cwd=ROOT,
@@ -58,7 +63,7 @@ def test_flower_shows_the_worker_and_its_tasks(api: Any, live_db_url: str, start
     )
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthcheck"), 30, what="flower up")
-        start_worker("watched")
+        start_worker("watched", **migration_mode.env)
         task_id = submit(api, "echo", {"seen": True})
         wait_status(task_id, "completed")
         workers = wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/workers?refresh=1"), 30, what="workers")

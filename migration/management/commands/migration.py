@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from migration import modes, state, status
+from migration.exceptions import MigrationError
 
 
 class Command(BaseCommand):
@@ -32,6 +33,6 @@ class Command(BaseCommand):
                 state.set_mode(options["mode"], by=by, source="cli", reason=options["reason"], force=options["force"])
             elif action == "split":
                 state.set_split(options["percent"], by=by, source="cli", reason=options["reason"])
-        except state.StateError as exc:
+        except MigrationError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from None
         self.stdout.write(json.dumps(status.report(), indent=2, default=str))

@@ -8,6 +8,7 @@ import pytest
 
 from helixagent.config import load_config
 from migration import state
+from migration.exceptions import InvalidValue, MigrationError
 from migration.models import MigrationState, ModeChange
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,9 +49,9 @@ def test_a_changed_split_in_the_environment_applies_at_restart(tmp_path: Any) ->
 
 def test_transitions_are_checked_and_nothing_changes_on_refusal(tmp_path: Any) -> None:
     boot(tmp_path, "legacy")
-    with pytest.raises(state.StateError, match="force"):
+    with pytest.raises(MigrationError, match="force"):
         state.set_mode("messaging", by="ops", source="cli")
-    with pytest.raises(state.InvalidValue):
+    with pytest.raises(InvalidValue):
         state.set_split(101, by="ops", source="cli")
     assert MigrationState.objects.get(pk=1).mode == "legacy"
     assert ModeChange.objects.count() == 1
