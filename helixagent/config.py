@@ -30,6 +30,13 @@ class ConfigError(ValueError):
 class MigrationConfig:
     mode: str = "legacy"
     consumer_rabbitmq_percent: int = 0
+    verify_consistency: bool = True
+    log_discrepancies: bool = True
+    dual_write_timeout: float = 30.0
+    auto_rollback: bool = True
+    error_threshold: int = 50
+    latency_threshold: float = 5000.0
+    min_samples: int = 20
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,11 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "DATABASE_URL": (None, "database_url"),
     "MIGRATION_MODE": ("migration", "mode"),
     "CONSUMER_RABBITMQ_PERCENT": ("migration", "consumer_rabbitmq_percent"),
+    "DUAL_WRITE_TIMEOUT": ("migration", "dual_write_timeout"),
+    "AUTO_ROLLBACK": ("migration", "auto_rollback"),
+    "ERROR_THRESHOLD": ("migration", "error_threshold"),
+    "LATENCY_THRESHOLD": ("migration", "latency_threshold"),
+    "MIN_SAMPLES": ("migration", "min_samples"),
     "MESSAGING_BROKER": ("messaging", "broker"),
     "RABBITMQ_URL": ("messaging", "rabbitmq_url"),
     "KAFKA_BOOTSTRAP_SERVERS": ("messaging", "kafka_bootstrap_servers"),
@@ -119,6 +131,11 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"messaging.broker: {config.messaging.broker!r} is not one of {BROKERS}")
     if config.database_url and not config.database_url.startswith(("postgres://", "postgresql://", "sqlite://")):
         raise ConfigError("database_url: must start with postgresql:// or sqlite://")
+    m = config.migration
+    if m.dual_write_timeout <= 0 or m.error_threshold < 1 or m.latency_threshold <= 0 or m.min_samples < 1:
+        raise ConfigError(
+            "migration.dual_write_timeout, error_threshold, latency_threshold and min_samples: must be positive"
+        )
     if config.messaging.kafka_partitions < 1:
         raise ConfigError("messaging.kafka_partitions: must be at least 1")
     if config.queue.visibility_timeout <= 0 or config.queue.claim_batch < 1:

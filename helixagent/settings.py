@@ -158,8 +158,15 @@ LOGGING: dict[str, Any] = {
             "formatter": "json",
         },
         "console": {"class": "logging.StreamHandler", "formatter": "json"},
+        "discrepancies": {
+            "class": "logging.handlers.WatchedFileHandler",
+            "filename": str(LOG_DIR / "migration-discrepancies.log"),
+            "formatter": "json",
+        },
     },
     "loggers": {
+        # one JSON line per discrepancy (SPEC §4); they also reach helixagent.log
+        "helixagent.migration.discrepancies": {"handlers": ["discrepancies"], "propagate": True},
         "helixagent": {
             "handlers": ["file", "console"],
             "level": os.environ.get("HELIX_LOG_LEVEL", "INFO"),

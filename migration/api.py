@@ -15,8 +15,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from migration import modes, state, status
+from migration import migrate_pending, modes, rollback, state, status
+from migration.models import Discrepancy
 from tasks.api.auth import BearerTokenAuthentication
+from tasks.api.errors import error_body
 from tasks.api.serializers import ErrorSerializer
 from tasks.models import ApiToken
 
@@ -70,3 +72,43 @@ class SplitView(AdminView):
         data = body.validated_data
         state.set_split(data["rabbitmq_percent"], by=caller(request), source="api", reason=data["reason"])
         return Response(status.report())
+
+
+class RollbackRequest(serializers.Serializer[Any]):
+    reason = serializers.CharField(default="", allow_blank=True, max_length=2000)
+
+
+class RollbackView(AdminView):
+    @extend_schema(request=RollbackRequest, responses={200: dict, **ERRORS})
+    def post(self, request: Request) -> Response:
+        body = RollbackRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        reason = body.validated_data["reason"] or "manual rollback"
+        rolled_back = rollback.rollback(by=caller(request), source="api", reason=reason)
+        return Response({"rolled_back": rolled_back, **status.report()})
+
+
+class MigratePendingView(AdminView):
+    @extend_schema(request=None, responses={200: dict, 503: ErrorSerializer, **ERRORS})
+    def post(self, request: Request) -> Response:
+        progress = migrate_pending.migrate_pending()
+        body = {"migrated": progress.migrated, "failed": progress.failed, "remaining": progress.remaining}
+        if progress.failed:
+            return Response(
+                error_body("broker_unavailable", progress.error, body), status=503, headers={"Retry-After": "5"}
+            )
+        return Response(body)
+
+
+class DiscrepanciesView(AdminView):
+    @extend_schema(responses={200: dict, **ERRORS})
+    def get(self, request: Request) -> Response:
+        found = Discrepancy.objects.all()
+        kind = request.query_params.get("kind")
+        if kind:
+            found = found.filter(kind=kind)
+        results = [
+            {"kind": d.kind, "task_id": d.task_id, "leg": d.leg, "detail": d.detail, "found_at": d.found_at.isoformat()}
+            for d in found[:500]
+        ]
+        return Response({"count": found.count(), "results": results})

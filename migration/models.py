@@ -19,10 +19,15 @@ class QueueMessage(models.Model):
     #: epoch seconds after which the message is dropped (queues with a message TTL, e.g. events).
     expires_at = models.FloatField(null=True)
     created_at = models.FloatField()
+    #: Celery's task id of the message (empty for control and event messages).
+    message_id = models.CharField(max_length=64, default="", blank=True)
 
     class Meta:
         db_table = "helix_queue_message"
-        indexes = [models.Index(fields=["queue", "-priority", "id"], name="helix_queue_claim")]
+        indexes = [
+            models.Index(fields=["queue", "-priority", "id"], name="helix_queue_claim"),
+            models.Index(fields=["message_id"], name="helix_queue_message_id"),
+        ]
 
 
 class QueueBinding(models.Model):
@@ -63,15 +68,36 @@ class MigrationState(models.Model):
     reason = models.TextField(default="", blank=True)
     source = models.CharField(max_length=20, default="default")
     boot_config = models.JSONField(default=dict)
+    #: tasks moved from the PostgreSQL queue to a broker by migrate-pending, ever.
+    tasks_migrated = models.BigIntegerField(default=0)
 
     class Meta:
         db_table = "helix_migration_state"
+
+
+class Discrepancy(models.Model):
+    """A broker copy that does not agree with its task row (SPEC §4, Discrepancies)."""
+
+    KINDS = ("mismatch", "missing_copy", "orphan_copy")
+
+    kind = models.CharField(max_length=20, choices=[(k, k) for k in KINDS])
+    task_id = models.CharField(max_length=64)
+    leg = models.CharField(max_length=20)
+    detail = models.TextField(default="", blank=True)
+    found_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "helix_discrepancy"
+        ordering = ("-found_at", "-id")
+        constraints = [models.UniqueConstraint(fields=["kind", "task_id", "leg"], name="helix_discrepancy_once")]
 
 
 class ModeChange(models.Model):
     """History of the migration state: one row per change, with who, when, why and from where."""
 
     SOURCES = ("default", "config", "env", "api", "admin", "cli", "auto_rollback")
+    #: whether the change was a rollback (its reason says what fired it).
+    rollback = models.BooleanField(default=False)
 
     mode = models.CharField(max_length=20)
     previous_mode = models.CharField(max_length=20, default="")

@@ -17,6 +17,9 @@ POSTGRESQL, RABBITMQ, KAFKA = "postgresql", "rabbitmq", "kafka"
 #: header saying how many copies of a message were published: ``dual`` copies obey the split,
 #: a ``sole`` copy is the only one and always runs.
 COPIES_HEADER = "helix_copies"
+#: header naming the legs a message is published to (``postgresql+rabbitmq``): the publisher
+#: decides once, records it on the task row, and the router follows it.
+LEGS_HEADER = "helix_legs"
 #: header the router adds on delivery: the leg the executing copy came from.
 SOURCE_HEADER = "helix_source"
 #: headers the publisher adds so a shadow copy can be checked against its task row.

@@ -43,8 +43,6 @@ LEG_RETRY = 5.0
 #: longest single wait on a broker while idle (PostgreSQL NOTIFYs are checked between waits).
 BROKER_WAIT = 0.05
 
-TASK_ROW = "SELECT task_type, payload FROM helix_task WHERE id = %s"
-
 
 def current_state() -> Snapshot:
     """The live migration state (imported late: ``celery inspect`` and Flower load this transport
@@ -132,7 +130,7 @@ class Channel(pgqueue.Channel):
         self._retry_at: dict[str, float] = {}
         self._task_queues: set[str] = set()
         self._rotation = 0
-        self.shadows_checked = 0
+        self._shadows_seen: list[str] = []
 
     # -- legs --------------------------------------------------------------------------------
     def leg(self, name: str) -> Leg | None:
@@ -175,8 +173,12 @@ class Channel(pgqueue.Channel):
         if not is_task_queue(queue):
             super()._put(queue, message)
             return
-        snapshot = current_state()
-        targets = modes.publish_legs(snapshot.mode, snapshot.broker)
+        headers = message.get("headers") or {}
+        if headers.get(modes.LEGS_HEADER):
+            targets = tuple(str(headers[modes.LEGS_HEADER]).split("+"))
+        else:
+            snapshot = current_state()
+            targets = modes.publish_legs(snapshot.mode, snapshot.broker)
         message["headers"] = {
             **(message.get("headers") or {}),
             modes.COPIES_HEADER: "dual" if len(targets) > 1 else "sole",
@@ -266,24 +268,47 @@ class Channel(pgqueue.Channel):
         return message
 
     def _check_shadow(self, leg_name: str, leg: Leg, message: dict[str, Any], tag: str) -> None:
-        """The copy the split did not pick: compare it with its task row, then acknowledge it."""
+        """The copy the split did not pick: compare it with its task row, then acknowledge it.
+
+        If the database cannot be read the copy goes back to its queue, to be checked later."""
+        from django.db import close_old_connections
+
+        from migration import verifier
+        from tasks.models import Task
+
         headers = message.get("headers") or {}
         task_id = str(headers.get("id"))
-        problem = ""
-        rows = self.store.execute(TASK_ROW, (task_id,))
-        if not rows:
-            problem = "copy without a task row"
-        else:
-            task_type, payload = rows[0]
-            payload = json.loads(payload) if isinstance(payload, str) else payload
-            if headers.get(modes.TYPE_HEADER) not in (None, task_type):
-                problem = "task type differs from the task row"
-            elif headers.get(modes.CHECKSUM_HEADER) not in (None, modes.payload_checksum(payload)):
-                problem = "payload differs from the task row"
-        if problem:
-            log.warning("migration.shadow_mismatch", extra={"task_id": task_id, "leg": leg_name, "problem": problem})
-        self.shadows_checked += 1
+        try:
+            row = Task.objects.filter(pk=task_id).values_list("task_type", "payload").first()
+            if row is None:
+                verifier.record("orphan_copy", task_id, leg_name, "a shadow copy without a task row")
+            else:
+                mismatch = verifier.problem(row[0], row[1], headers)
+                if mismatch:
+                    verifier.record("mismatch", task_id, leg_name, mismatch)
+                self._shadows_seen.append(task_id)
+        except Exception as exc:
+            log.warning("router.shadow_check_failed", extra={"task_id": task_id, "error": str(exc)})
+            close_old_connections()
+            leg.requeue(tag)
+            return
         leg.ack(tag)
+
+    def flush_shadow_marks(self) -> None:
+        """Record on the task rows, in one statement, which shadow copies were checked."""
+        if not self._shadows_seen:
+            return
+        from django.db import close_old_connections
+        from django.utils import timezone
+
+        from tasks.models import Task
+
+        ids, self._shadows_seen = self._shadows_seen, []
+        try:
+            Task.objects.filter(pk__in=ids).update(shadow_checked_at=timezone.now())
+        except Exception as exc:  # only the verifier's bookkeeping: it reports the copy as missing
+            log.warning("router.shadow_marks_failed", extra={"count": len(ids), "error": str(exc)})
+            close_old_connections()
 
     def close(self) -> None:
         for name in [n for n in self.legs if n != modes.POSTGRESQL]:
@@ -333,6 +358,7 @@ class Transport(pgqueue.Transport):
     def _maintain(self) -> None:
         super()._maintain()
         for channel in self.channels:
+            channel.flush_shadow_marks()
             for name, leg in list(channel.consuming_brokers()):
                 try:
                     leg.flush()

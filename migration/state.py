@@ -117,6 +117,7 @@ def bootstrap(config: Config | None = None, environ: Mapping[str, str] | None = 
     ``legacy``): that is how an operator rolls back with the environment and a restart."""
     global _bootstrapped_pid
     wanted = boot_settings(config or get_config(), os.environ if environ is None else environ)
+    back = False
     for _attempt in range(2):
         try:
             with transaction.atomic():
@@ -130,15 +131,35 @@ def bootstrap(config: Config | None = None, environ: Mapping[str, str] | None = 
                         setattr(row, key, wanted[key][0])
                     row.boot_config = wanted
                     reason = "initial configuration" if not previous else f"configuration changed: {', '.join(changed)}"
-                    _record(row, by="start-up", reason=reason, source=source, previous=previous, create=not previous)
+                    back = bool(previous) and previous != modes.LEGACY and row.mode == modes.LEGACY
+                    _record(
+                        row,
+                        by="start-up",
+                        reason=reason,
+                        source=source,
+                        previous=previous,
+                        create=not previous,
+                        rollback=back,
+                    )
             break
         except IntegrityError:  # another process created the row first: read it again
             continue
     _bootstrapped_pid = os.getpid()
     forget()
+    if back:
+        _after_rollback()
 
 
-def _record(row: MigrationState, *, by: str, reason: str, source: str, previous: str, create: bool = False) -> None:
+def _record(
+    row: MigrationState,
+    *,
+    by: str,
+    reason: str,
+    source: str,
+    previous: str,
+    create: bool = False,
+    rollback: bool = False,
+) -> None:
     row.changed_at, row.changed_by, row.reason, row.source = timezone.now(), by, reason, source
     row.save(force_insert=create)
     ModeChange.objects.create(
@@ -149,6 +170,7 @@ def _record(row: MigrationState, *, by: str, reason: str, source: str, previous:
         changed_by=by,
         reason=reason,
         source=source,
+        rollback=rollback,
     )
     log.info(
         "migration.mode_changed",
@@ -186,11 +208,35 @@ def set_mode(mode: str, *, by: str, source: str, reason: str = "", force: bool =
                 raise BrokerUnreachable(
                     f"{broker} is unreachable, so {mode} cannot start: {error}", {"broker": broker, "mode": mode}
                 )
-        if row.mode != mode:
-            previous, row.mode = row.mode, mode
-            _record(row, by=by, reason=reason, source=source, previous=previous)
+        previous = row.mode
+        if previous != mode:
+            row.mode = mode
+            _record(row, by=by, reason=reason, source=source, previous=previous, rollback=mode == modes.LEGACY)
     forget()
+    if mode == modes.LEGACY and previous != mode:
+        _after_rollback()
     return current()
+
+
+def _after_rollback() -> None:
+    """Every way back to ``legacy`` re-enqueues the tasks whose only copy is in a broker."""
+    from migration.rollback import reenqueue_broker_only
+
+    reenqueue_broker_only()
+
+
+def roll_back(*, by: str, source: str, reason: str = "") -> bool:
+    """Switch to ``legacy`` from any mode, without a preflight (PostgreSQL is always there);
+    False when the mode already is ``legacy`` (one rollback per breach)."""
+    with transaction.atomic():
+        row = _locked_row()
+        if row.mode == modes.LEGACY:
+            return False
+        previous, row.mode = row.mode, modes.LEGACY
+        _record(row, by=by, reason=reason or "rollback", source=source, previous=previous, rollback=True)
+    forget()
+    _after_rollback()
+    return True
 
 
 def set_split(percent: int, *, by: str, source: str, reason: str = "") -> Snapshot:

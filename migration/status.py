@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from helixagent.config import get_config
 from helixagent.logging import get_logger
-from migration import modes, preflight, state
-from migration.models import QueueMessage
-from tasks.models import Task
+from migration import guard, modes, preflight, state
+from migration.models import Discrepancy, MigrationState, ModeChange, QueueMessage
+from tasks.models import Task, TaskEvent
 from tasks.routing import ALL_QUEUES
 
 log = get_logger("migration.status")
@@ -47,6 +47,12 @@ def report() -> dict[str, Any]:
             except Exception as exc:  # a depth is informative; the status must still answer
                 log.warning("migration.depth_failed", extra={"broker": broker, "error": str(exc)})
     executed = dict(Task.objects.exclude(dispatch_source="").values_list("dispatch_source").annotate(n=Count("id")))
+    failures = TaskEvent.objects.filter(kind="transition", from_status="running").filter(
+        Q(to_status__in=["failed", "dead_letter"]) | Q(to_status="pending")
+    )
+    last_failure = failures.order_by("-created_at").values_list("created_at", flat=True).first()
+    window = guard.measure()
+    row = MigrationState.objects.filter(pk=1).first()
     return {
         "mode": snapshot.mode,
         "broker": snapshot.broker,
@@ -58,6 +64,20 @@ def report() -> dict[str, Any]:
         "changed_by": snapshot.changed_by,
         "reason": snapshot.reason,
         "source": snapshot.source,
+        "tasks_migrated": row.tasks_migrated if row else 0,
+        "dual_write_count": Task.objects.filter(published_to__contains="+").count(),
+        "discrepancies_found": Discrepancy.objects.count(),
+        "error_count": failures.count(),
+        "errors_per_minute": window.errors,
+        "last_error_time": last_failure.isoformat() if last_failure else None,
+        "rollback_count": ModeChange.objects.filter(rollback=True).count(),
+        "auto_rollback": {
+            "enabled": config.migration.auto_rollback,
+            "error_threshold": config.migration.error_threshold,
+            "latency_threshold": config.migration.latency_threshold,
+            "min_samples": config.migration.min_samples,
+            "last_minute": {"finished": window.finished, "errors": window.errors, "p99_wait_ms": window.p99_wait_ms},
+        },
         "brokers": brokers,
         "queue_depths": depths,
         "executed_by_source": executed,
@@ -70,6 +90,7 @@ def report() -> dict[str, Any]:
                 "changed_by": change.changed_by,
                 "reason": change.reason,
                 "source": change.source,
+                "rollback": change.rollback,
             }
             for change in state.history(10)
         ],

@@ -45,6 +45,13 @@ class Task(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    #: where the task's message was published (``postgresql``, ``postgresql+rabbitmq``, ``kafka``…).
+    published_to = models.CharField(max_length=60, blank=True, default="")
+    #: when the dual_write shadow copy was checked against this row; when the copies were verified.
+    shadow_checked_at = models.DateTimeField(null=True, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    #: when migrate-pending moved the task's message from the PostgreSQL queue to a broker.
+    migrated_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "helix_task"

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from helixagent.config import get_config
 from helixagent.logging import get_logger
-from migration import modes, outbox
+from migration import guard, modes, outbox, verifier
 from tasks import service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
@@ -119,6 +119,23 @@ def execute(task: Task) -> Task | None:
     return transitions.complete(task, result)
 
 
+def _another_copy(task_id: str, source: str) -> None:
+    """A copy that found nothing to claim: either the task ran from another copy (which counts
+    as the shadow being seen) or there is no such task at all (an orphan copy)."""
+    if not Task.objects.filter(pk=task_id).update(shadow_checked_at=timezone.now()):
+        verifier.record("orphan_copy", task_id, source, "a copy without a task row")
+
+
+def _check_copy(task: Task, source: str, request: Any) -> None:
+    """The executing copy's headers must agree with its row (type and payload checksum)."""
+    if not get_config().migration.verify_consistency:
+        return
+    headers = {name: getattr(request, name, None) for name in (modes.TYPE_HEADER, modes.CHECKSUM_HEADER)}
+    mismatch = verifier.problem(task.task_type, task.payload, headers)
+    if mismatch:
+        verifier.record("mismatch", str(task.pk), source, mismatch)
+
+
 def _delay(task: Task) -> float:
     cfg = get_config().tasks
     configured = task.config.get("retry_delay_seconds")
@@ -140,8 +157,10 @@ def run_task(self: Any, task_id: str) -> str:
         source = getattr(self.request, modes.SOURCE_HEADER, None) or modes.POSTGRESQL
         task = _claim(task_id, worker_id, source=source)
         if task is None:
+            _another_copy(task_id, source)
             log.info("task.claim_skipped", extra={"task_id": task_id, "worker": worker_id})
             return "skipped"
+        _check_copy(task, source, self.request)
         outcome = execute(task)
     except (OperationalError, InterfaceError) as exc:
         log.warning("task.database_unavailable", extra={"task_id": task_id, "error": str(exc)})
@@ -163,6 +182,8 @@ def _maintenance_loop(stop: threading.Event) -> None:
                     log.warning("task.recovered_stuck", extra={"task_id": str(task_id)})
             service.dispatch_due()
             outbox.relay(service.producer().channel)
+            verifier.verify_due()
+            guard.check()
         except Exception:
             log.warning("task.maintenance_failed", exc_info=True)
             close_old_connections()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from kombu import Connection, Producer
 
 from helixagent.config import get_config
-from migration import modes
+from migration import modes, state
 from tasks import routing, states, transitions
 from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
@@ -49,6 +49,7 @@ def submit(fields: dict[str, Any], idempotency_key: str | None = None) -> tuple[
     due = task.scheduled_at is None or task.scheduled_at <= timezone.now()
     if due:
         task.status = states.QUEUED
+        task.published_to = _legs()
     try:
         with transaction.atomic():
             task.save(force_insert=True)
@@ -78,11 +79,18 @@ def producer() -> Producer:
     return current
 
 
+def _legs() -> str:
+    """Where a message published now goes, as recorded on the task row (``postgresql+rabbitmq``)."""
+    snapshot = state.current()
+    return "+".join(modes.publish_legs(snapshot.mode, snapshot.broker))
+
+
 def publish(task: Task) -> None:
     """Put the task's message in the queue and mark the task ``queued``, in one transaction."""
+    task.published_to = _legs()
     with transaction.atomic():
         _send(task)
-        transitions.mark_queued(task.pk)
+        transitions.mark_queued(task.pk, published_to=task.published_to)
 
 
 def _send(task: Task) -> None:
@@ -97,7 +105,11 @@ def _send(task: Task) -> None:
     from tasks.runner import run_task
 
     options: dict[str, Any] = {
-        "headers": {modes.TYPE_HEADER: task.task_type, modes.CHECKSUM_HEADER: modes.payload_checksum(task.payload)},
+        "headers": {
+            modes.TYPE_HEADER: task.task_type,
+            modes.CHECKSUM_HEADER: modes.payload_checksum(task.payload),
+            modes.LEGS_HEADER: task.published_to,
+        },
         "args": [str(task.pk)],
         "task_id": str(task.pk),
         "queue": task.queue,
@@ -107,6 +119,22 @@ def _send(task: Task) -> None:
     if timeout:
         options.update(soft_time_limit=float(timeout), time_limit=float(timeout) + 5)
     run_task.apply_async(producer=producer(), **options)
+
+
+def reenqueue(task_ids: list[uuid.UUID] | list[str]) -> int:
+    """Publish a PostgreSQL copy of each task still waiting for a worker (``queued``, or
+    ``pending`` and due): after a rollback, or when the copy meant to run it was lost. The claim
+    keeps a task that also has another copy from running twice."""
+    count = 0
+    now = timezone.now()
+    for task in Task.objects.filter(pk__in=task_ids, status__in=[states.QUEUED, states.PENDING]):
+        if task.status == states.PENDING and task.scheduled_at and task.scheduled_at > now:
+            continue
+        task.published_to = modes.POSTGRESQL
+        with transaction.atomic():
+            _send(task)
+        count += 1
+    return count
 
 
 def dispatch_due(limit: int = 500) -> int:

@@ -121,9 +121,15 @@ def record_created(task: Task, queued: bool = False) -> None:
         mirror_after_commit(str(task.pk), fields)
 
 
-def mark_queued(task_id: TaskId) -> Task | None:
-    """``pending → queued`` once the queue holds a message for the task."""
-    return _apply(task_id, states.QUEUED, (states.PENDING,), note="published")
+def mark_queued(task_id: TaskId, published_to: str = "") -> Task | None:
+    """``pending → queued`` once the queue holds a message for the task (``published_to``: where)."""
+    return _apply(
+        task_id,
+        states.QUEUED,
+        (states.PENDING,),
+        note=f"published to {published_to}" if published_to else "published",
+        published_to=published_to,
+    )
 
 
 def claim(task_id: TaskId, worker_id: str, source: str) -> Task | None:

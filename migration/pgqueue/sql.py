@@ -11,8 +11,9 @@ import hashlib
 
 # --- PostgreSQL (psycopg placeholders) ---------------------------------------------------------
 PG_PUT = (
-    "INSERT INTO helix_queue_message (queue, priority, payload, visible_at, delivery_count, expires_at, created_at)"
-    " VALUES (%s, %s, %s, %s, 0, %s, %s)"
+    "INSERT INTO helix_queue_message"
+    " (queue, priority, payload, visible_at, delivery_count, expires_at, created_at, message_id)"
+    " VALUES (%s, %s, %s, %s, 0, %s, %s, %s)"
 )
 PG_CLAIM = """
 UPDATE helix_queue_message SET visible_at = %(lease)s, delivery_count = delivery_count + 1

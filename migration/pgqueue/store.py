@@ -37,7 +37,8 @@ class QueueStore(ABC):
         """Run one shared statement (``%s`` placeholders) and return its rows, if any."""
 
     @abstractmethod
-    def put(self, queue: str, priority: int, payload: str, ttl: float | None) -> None: ...
+    def put(self, queue: str, priority: int, payload: str, ttl: float | None, message_id: str = "") -> None:
+        """Insert a message; ``message_id`` (Celery's task id) lets a task's copies be found."""
 
     @abstractmethod
     def claim(self, queue: str, limit: int, lease: float) -> list[Claimed]: ...
@@ -113,9 +114,9 @@ class PostgresStore(QueueStore):
             cur.execute(statement, params)
             return cur.fetchall() if cur.description else []
 
-    def put(self, queue: str, priority: int, payload: str, ttl: float | None) -> None:
+    def put(self, queue: str, priority: int, payload: str, ttl: float | None, message_id: str = "") -> None:
         now = time.time()
-        self.execute(sql.PG_PUT, (queue, priority, payload, now, now + ttl if ttl else None, now))
+        self.execute(sql.PG_PUT, (queue, priority, payload, now, now + ttl if ttl else None, now, message_id))
 
     def claim(self, queue: str, limit: int, lease: float) -> list[Claimed]:
         now = time.time()
@@ -157,10 +158,12 @@ class SqliteStore(QueueStore):
         with self.lock:
             self.conn.execute(statement.format(ids=marks), (*before, *ids, *after))
 
-    def put(self, queue: str, priority: int, payload: str, ttl: float | None) -> None:
+    def put(self, queue: str, priority: int, payload: str, ttl: float | None, message_id: str = "") -> None:
         now = time.time()
         with self.lock:
-            self.conn.execute(sql.SQLITE_PUT, (queue, priority, payload, now, now + ttl if ttl else None, now))
+            self.conn.execute(
+                sql.SQLITE_PUT, (queue, priority, payload, now, now + ttl if ttl else None, now, message_id)
+            )
 
     def claim(self, queue: str, limit: int, lease: float) -> list[Claimed]:
         now = time.time()
@@ -199,9 +202,9 @@ class TransactionStore(QueueStore):
             cur.execute(statement, params)
             return list(cur.fetchall()) if cur.description else []
 
-    def put(self, queue: str, priority: int, payload: str, ttl: float | None) -> None:
+    def put(self, queue: str, priority: int, payload: str, ttl: float | None, message_id: str = "") -> None:
         now = time.time()
-        self.execute(sql.PG_PUT, (queue, priority, payload, now, now + ttl if ttl else None, now))
+        self.execute(sql.PG_PUT, (queue, priority, payload, now, now + ttl if ttl else None, now, message_id))
 
     def claim(self, queue: str, limit: int, lease: float) -> list[Claimed]:
         raise NotImplementedError("the transaction store only publishes")

@@ -143,7 +143,8 @@ class Channel(virtual.Channel):
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         priority = int(message.get("properties", {}).get("priority") or 0)
-        self.store.put(queue, priority, json.dumps(message), self._message_ttl(queue))
+        message_id = str((message.get("headers") or {}).get("id") or "")
+        self.store.put(queue, priority, json.dumps(message), self._message_ttl(queue), message_id)
 
     def _put_fanout(self, exchange: str, message: dict[str, Any], routing_key: str, **kwargs: Any) -> None:
         for _rk, _pattern, queue in self.get_table(exchange):
