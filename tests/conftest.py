@@ -72,7 +72,9 @@ def live_db_url(transactional_db: None, postgres_url: str) -> str:
 class WorkerProcess:
     """A real ``celery worker`` in its own process group, so a test can SIGKILL all of it."""
 
-    def __init__(self, name: str, env: dict[str, str], log_dir: Path, concurrency: int, pool: str) -> None:
+    def __init__(
+        self, name: str, env: dict[str, str], log_dir: Path, concurrency: int, pool: str, queues: str = ""
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         command = [
@@ -92,6 +94,7 @@ class WorkerProcess:
             str(concurrency),
             "--without-mingle",
             "--without-gossip",
+            *(["--queues", queues] if queues else []),
         ]
         self.log = self.log_path.open("w")
         self.process = subprocess.Popen(
@@ -135,8 +138,10 @@ def start_worker(live_db_url: str, tmp_path: Path) -> Iterator[Callable[..., Wor
     """Start worker processes on the test database; all are stopped at the end of the test."""
     workers: list[WorkerProcess] = []
 
-    def start(name: str = "w1", concurrency: int = 4, pool: str = "threads", **env: str) -> WorkerProcess:
-        worker = WorkerProcess(name, process_env(live_db_url, tmp_path, **env), tmp_path, concurrency, pool)
+    def start(
+        name: str = "w1", concurrency: int = 4, pool: str = "threads", queues: str = "", **env: str
+    ) -> WorkerProcess:
+        worker = WorkerProcess(name, process_env(live_db_url, tmp_path, **env), tmp_path, concurrency, pool, queues)
         workers.append(worker)
         return worker.wait_ready()
 
@@ -288,3 +293,28 @@ def _fresh_migration_state() -> None:
     from migration import state
 
     state.forget()
+
+
+def rabbitmq_reachable() -> bool:
+    from kombu import Connection
+
+    try:
+        with Connection(require_env("RABBITMQ_URL"), connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture
+def rabbitmq_stopped() -> Iterator[None]:
+    """RabbitMQ stopped for the test (the Erlang node keeps running, so it is back in seconds)."""
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True, timeout=120)
+        wait_for(rabbitmq_reachable, 60, 0.5, what="RabbitMQ back")
+        from migration.router import LEG_RETRY
+
+        time.sleep(LEG_RETRY)  # this process's publisher retries the broker after this back-off

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tasks import states
+from django.db import connections
+
+from tasks import service, states
 from tasks.models import Task, TaskEvent
 from tests.conftest import wait_for
 
@@ -26,3 +29,17 @@ def event_path(task_id: str) -> list[str]:
     return list(
         TaskEvent.objects.filter(task_id=task_id, kind="transition").order_by("id").values_list("to_status", flat=True)
     )
+
+
+def submit_many(count: int, task_type: str = "noop", threads: int = 4) -> list[str]:
+    """Submit ``count`` tasks through the service from a few threads, each on its own connection."""
+
+    def chunk(size: int) -> list[str]:
+        try:
+            return [str(service.submit({"task_type": task_type})[0].pk) for _ in range(size)]
+        finally:
+            connections.close_all()
+
+    sizes = [count // threads + (1 if n < count % threads else 0) for n in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        return [task_id for ids in pool.map(chunk, sizes) for task_id in ids]

@@ -30,6 +30,8 @@ def test_workers_reconnect_after_a_restart_and_every_task_completes_once(api: An
     wait_for(lambda: Task.objects.filter(status="completed").count() >= 20, 60, what="work under way")
     restart_postgres()
     later = [submit(api, "noop") for _ in range(50)]
+    # throughput is back within 10 s of the restart: new tasks complete again
+    wait_for(lambda: Task.objects.filter(pk__in=later, status="completed").exists(), 10, 0.2, what="work resumed")
     wait_for(
         lambda: Task.objects.filter(status="completed").count() == len(first) + len(later),
         timeout=120,

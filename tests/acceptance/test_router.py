@@ -3,24 +3,20 @@ changes seen by running workers, Kafka sharing and crashes, and the preflight ch
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from django.db import connections
 from django.db.models import Count
 from kombu import Connection
 
 from migration import modes
 from migration.legs.rabbitmq import QUEUE_ARGUMENTS
 from migration.models import MigrationState, ModeChange, QueueMessage
-from tasks import service
 from tasks.models import Task, TaskEvent
 from tasks.routing import ALL_QUEUES
-from tests.acceptance.helpers import event_path, submit, wait_status
+from tests.acceptance.helpers import event_path, submit, submit_many, wait_status
 from tests.conftest import ModeSetting, purge_rabbitmq, require_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,19 +37,6 @@ def rabbitmq_depth() -> int:
 
 def pg_depth() -> int:
     return QueueMessage.objects.filter(queue__in=ALL_QUEUES).count()
-
-
-def submit_many(count: int, task_type: str = "noop", threads: int = 4) -> list[str]:
-    """Submit through the service from a few threads (a broker publish waits for its confirm)."""
-
-    def one(_: int) -> str:
-        try:
-            return str(service.submit({"task_type": task_type})[0].pk)
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, range(count)))
 
 
 def expected_source(setting: ModeSetting, task_id: str) -> str:
@@ -138,24 +121,6 @@ def test_messaging_on_kafka_shares_2000_tasks_between_two_workers_and_survives_a
     assert set(Task.objects.values_list("dispatch_source", flat=True)) == {"kafka"}
     by_worker = Counter(w.split("@")[0] for w in Task.objects.values_list("worker_id", flat=True))
     assert by_worker["w1"] > 0 and by_worker["w2"] > 0, by_worker
-
-
-@pytest.fixture
-def rabbitmq_stopped() -> Any:
-    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True, timeout=60)
-    try:
-        yield
-    finally:
-        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True, timeout=120)
-        wait_for(lambda: rabbitmq_reachable(), 60, 0.5, what="RabbitMQ back")
-
-
-def rabbitmq_reachable() -> bool:
-    try:
-        rabbitmq_depth()
-        return True
-    except Exception:
-        return False
 
 
 def test_switching_to_messaging_while_rabbitmq_is_stopped_is_refused(
