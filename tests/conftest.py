@@ -29,6 +29,8 @@ FAST_WORKER_ENV = {
     "HELIX_HEARTBEAT_INTERVAL": "0.5",
     "HELIX_DISPATCH_INTERVAL": "0.3",
     "HELIX_POLL_INTERVAL": "1.0",
+    # tests pile up deliberate backlogs; the one that proves the automatic rollback turns it on
+    "AUTO_ROLLBACK": "false",
 }
 
 

@@ -179,7 +179,7 @@ def test_a_fail_storm_triggers_one_automatic_rollback_and_rabbitmq_tasks_finish_
     switch_mode(setting)
     mail = {"to": ["ops@example.com"], "subject": "s", "body": "b"}
     waiting = [str(service.submit({"task_type": "notify", "payload": mail})[0].pk) for _ in range(20)]
-    guard_env = {"ERROR_THRESHOLD": "15", "MIN_SAMPLES": "10", "HELIX_VAR_DIR": str(tmp_path)}
+    guard_env = {"AUTO_ROLLBACK": "true", "ERROR_THRESHOLD": "15", "MIN_SAMPLES": "10", "HELIX_VAR_DIR": str(tmp_path)}
     start_worker("w1", queues=BACKGROUND, **guard_env, **setting.env)  # only w1 consumes; notify waits
     storm = [service.submit({"task_type": "fail", "config": {"max_retries": 0}})[0].pk for _ in range(30)]
     assert outbox.publisher.flush(30)
