@@ -11,18 +11,19 @@ idempotent and safe to rerun. Messages leased by a worker (being executed) are l
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from helixagent.logging import get_logger
 from migration import modes, state
-from migration.exceptions import BrokerUnreachable, MigrationError
-from migration.legs.base import LegUnavailable
+from migration.exceptions import MigrationError
+from migration.legs.base import Leg, LegUnavailable
 from migration.models import MigrationState, QueueMessage
 from tasks.routing import ALL_QUEUES
 
@@ -42,46 +43,82 @@ def waiting() -> int:
     return QueueMessage.objects.filter(queue__in=ALL_QUEUES, visible_at__lte=time.time()).count()
 
 
-def migrate_pending(batch_size: int = 2000, on_batch: Callable[[Progress], None] | None = None) -> Progress:
-    """Move every waiting task message to the broker; report migrated / failed / remaining."""
-    from tasks import service
-    from tasks.models import Task
+def migrate_pending(
+    batch_size: int = 2000, on_batch: Callable[[Progress], None] | None = None, workers: int = 2
+) -> Progress:
+    """Move every waiting task message to the broker; report migrated / failed / remaining.
 
+    ``workers`` threads move batches side by side (``SKIP LOCKED`` keeps them apart), so one
+    batch's database work overlaps another's publishing. On Ctrl-C the threads finish the batch
+    they are in and stop."""
     snapshot = state.current(max_age=0)
     if snapshot.mode != modes.MESSAGING:
         raise MigrationError(
             f"migrate-pending moves tasks to the broker of messaging mode; the mode is {snapshot.mode}",
             {"mode": snapshot.mode},
         )
-    leg = service.producer().channel.leg(snapshot.broker)
-    if leg is None:
-        raise BrokerUnreachable(f"{snapshot.broker} is unreachable", {"broker": snapshot.broker})
     progress = Progress(remaining=waiting())
-    while True:
+    lock, stop = threading.Lock(), threading.Event()
+
+    def drain() -> None:
+        from tasks import service
+
         try:
-            with transaction.atomic():
-                rows = list(
-                    QueueMessage.objects.select_for_update(skip_locked=True)
-                    .filter(queue__in=ALL_QUEUES, visible_at__lte=time.time())
-                    .order_by("id")
-                    .values_list("id", "queue", "payload", "message_id")[:batch_size]
-                )
-                if not rows:
-                    break
-                leg.publish_batch([(queue, json.loads(payload)) for _id, queue, payload, _mid in rows])
-                QueueMessage.objects.filter(id__in=[row[0] for row in rows]).delete()
-                task_ids = [row[3] for row in rows if row[3]]
-                Task.objects.filter(pk__in=task_ids).update(migrated_at=timezone.now(), published_to=snapshot.broker)
-                MigrationState.objects.filter(pk=1).update(tasks_migrated=F("tasks_migrated") + len(rows))
+            leg = service.producer().channel.leg(snapshot.broker)
+            if leg is None:
+                raise LegUnavailable(f"{snapshot.broker} is unreachable")
+            while not stop.is_set():
+                moved = _move_batch(leg, snapshot.broker, batch_size)
+                if not moved:
+                    return
+                with lock:
+                    progress.migrated += moved
+                    progress.remaining = max(0, progress.remaining - moved)
+                    if on_batch:
+                        on_batch(progress)
         except LegUnavailable as exc:
-            progress.failed += len(rows)
-            progress.error = str(exc)
-            log.error("migration.migrate_pending_failed", extra={"error": str(exc), "batch": len(rows)})
-            break
-        progress.migrated += len(rows)
-        progress.remaining = max(0, progress.remaining - len(rows))
-        if on_batch:
-            on_batch(progress)
+            stop.set()
+            with lock:
+                progress.failed += batch_size
+                progress.error = str(exc)
+            log.error("migration.migrate_pending_failed", extra={"error": str(exc)})
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=drain, name=f"migrate-pending-{n}") for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        raise
     progress.remaining = waiting()
+    progress.failed = min(progress.failed, progress.remaining)
     log.info("migration.migrate_pending", extra={**progress.__dict__, "broker": snapshot.broker})
     return progress
+
+
+def _move_batch(leg: Leg, broker: str, batch_size: int) -> int:
+    """Move one batch in one transaction; returns how many messages it moved (0: none left)."""
+    from tasks.models import Task
+
+    with transaction.atomic():
+        rows = list(
+            QueueMessage.objects.select_for_update(skip_locked=True)
+            .filter(queue__in=ALL_QUEUES, visible_at__lte=time.time())
+            .order_by("id")
+            .values_list("id", "queue", "payload", "message_id")[:batch_size]
+        )
+        if not rows:
+            return 0
+        leg.publish_batch([(queue, json.loads(payload)) for _id, queue, payload, _mid in rows])
+        QueueMessage.objects.filter(id__in=[row[0] for row in rows]).delete()
+        task_ids = [row[3] for row in rows if row[3]]
+        Task.objects.filter(pk__in=task_ids).update(migrated_at=timezone.now(), published_to=broker)
+        MigrationState.objects.filter(pk=1).update(tasks_migrated=F("tasks_migrated") + len(rows))
+    return len(rows)

@@ -93,9 +93,12 @@ class Publisher:
         from tasks.service import producer
 
         while True:
-            if self.items.empty():
-                connections.close_all()  # this thread's; it reconnects when there is work
-            batch = [self.items.get()]
+            try:
+                first = self.items.get(timeout=IDLE_CLOSE)
+            except queue.Empty:  # idle: give this thread's database connection back
+                connections.close_all()
+                first = self.items.get()
+            batch = [first]
             while len(batch) < BATCH_SIZE:
                 try:
                     batch.append(self.items.get_nowait())
@@ -117,5 +120,7 @@ class Publisher:
 
 #: most copies published in one batch.
 BATCH_SIZE = 500
+#: seconds without work after which the publisher closes its database connection.
+IDLE_CLOSE = 2.0
 publisher = Publisher()
 atexit.register(publisher.flush, 10.0)
