@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import select
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -342,12 +343,28 @@ class Transport(pgqueue.Transport):
                 self._idle_wait(max(wait, 0.0))
 
     def _idle_wait(self, wait: float) -> None:
-        """Wait for a NOTIFY, or, while brokers are consumed too, on each broker in short turns."""
+        """Wait for a NOTIFY or a broker message: on all their sockets at once where every client
+        has one, else on each in short turns (Kafka's client exposes no socket)."""
         brokers = [(channel, name, leg) for channel in self.channels for name, leg in channel.consuming_brokers()]
         if not brokers:
             self._wake(self.waiter.wait(wait))
             return
         self._wake(self.waiter.wait(0))
+        sockets = [self.waiter.fileno(), *(leg.fileno() for _channel, _name, leg in brokers)]
+        if all(fd is not None for fd in sockets):
+            try:
+                readable = set(select.select(sockets, [], [], wait)[0])
+            except (OSError, ValueError):  # a socket closed under us: the next loop reconnects
+                readable = set(sockets)
+            if sockets[0] in readable:
+                self._wake(self.waiter.wait(0))
+            for (channel, name, leg), fd in zip(brokers, sockets[1:], strict=True):
+                if fd in readable:
+                    try:
+                        leg.wait(0)
+                    except LegUnavailable as exc:
+                        channel.drop_leg(name, exc)
+            return
         turn = min(wait, BROKER_WAIT) / len(brokers)
         for channel, name, leg in brokers:
             try:

@@ -47,7 +47,7 @@ class Snapshot:
 
 
 _cache: tuple[float, Snapshot] | None = None
-_cache_lock = threading.Lock()
+_cache_lock = threading.RLock()  # re-entered when a start-up rollback re-enqueues tasks
 _bootstrapped_pid = 0
 
 

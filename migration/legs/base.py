@@ -71,6 +71,11 @@ class Leg(ABC):
     def wait(self, timeout: float) -> None:
         """Block up to ``timeout`` seconds or until a message may have arrived."""
 
+    def fileno(self) -> int | None:
+        """A socket that becomes readable when a message may have arrived, if the client has one
+        (the router then waits on it together with PostgreSQL's NOTIFY connection)."""
+        return None
+
     @abstractmethod
     def depth(self, queue: str) -> int:
         """Messages of ``queue`` the broker still holds (ready, not yet delivered)."""

@@ -190,6 +190,10 @@ class RabbitMQLeg(Leg):
         except Exception as exc:
             raise LegUnavailable(f"rabbitmq: {exc}") from exc
 
+    def fileno(self) -> int | None:
+        sock = getattr(self.conn.connection, "sock", None)
+        return int(sock.fileno()) if sock is not None else None
+
     def depth(self, queue: str) -> int:
         _name, count, _consumers = self.channel.queue_declare(
             queue, passive=True, durable=True, auto_delete=False, arguments=QUEUE_ARGUMENTS

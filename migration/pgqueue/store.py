@@ -242,6 +242,10 @@ class Waiter:
         """Queues woken since the last call, without blocking."""
         return set()
 
+    def fileno(self) -> int | None:
+        """A socket that becomes readable when a wake-up arrives, if there is one."""
+        return None
+
     def close(self) -> None:
         """Release the waiter's resources."""
 
@@ -278,6 +282,9 @@ class NotifyWaiter(Waiter):
 
     def woken(self) -> set[str]:
         return self._queues(0.0, None)
+
+    def fileno(self) -> int | None:
+        return int(self.conn.fileno())
 
     def close(self) -> None:
         self.conn.close()

@@ -199,7 +199,12 @@ def test_a_fail_storm_triggers_one_automatic_rollback_and_rabbitmq_tasks_finish_
 def test_a_restart_with_migration_mode_legacy_rolls_back_with_source_env(
     start_worker: Any, switch_mode: Any, tmp_path: Path
 ) -> None:
+    purge_rabbitmq()
     switch_mode(ModeSetting("messaging", broker="rabbitmq"))
+    in_rabbitmq = [str(service.submit({"task_type": "noop"})[0].pk) for _ in range(5)]
+    assert outbox.publisher.flush(30)
     start_worker("w1", MIGRATION_MODE="legacy")
     row = wait_for(lambda: MigrationState.objects.filter(pk=1, mode="legacy").first(), 15, what="legacy")
     assert row.source == "env" and ModeChange.objects.filter(source="env", rollback=True).exists()
+    for task_id in in_rabbitmq:  # re-enqueued on PostgreSQL by the rollback
+        assert wait_status(task_id, "completed", timeout=30).dispatch_source == "postgresql"
