@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
@@ -170,23 +171,38 @@ def run_task(self: Any, task_id: str) -> str:
     return outcome.status if outcome else "superseded"
 
 
+def _recover_stuck() -> None:
+    for task_id in transitions.recover_stuck(get_config().tasks.stuck_threshold):
+        log.warning("task.recovered_stuck", extra={"task_id": str(task_id)})
+
+
+def _relay_outbox() -> None:
+    outbox.relay(service.producer().channel)
+
+
 def _maintenance_loop(stop: threading.Event) -> None:
-    """Publish due tasks and recover stuck ones, in every worker (row locks keep them apart)."""
+    """Every worker, about once a second (row locks keep workers apart): recover stuck tasks,
+    publish due ones, relay the outbox, verify dual_write copies, watch for a rollback breach.
+    Each step fails on its own: a broken one does not stop the others."""
     cfg = get_config().tasks
-    last_recovery = 0.0
+    steps: list[tuple[Callable[[], object], float]] = [
+        (_recover_stuck, cfg.stuck_threshold / 2),
+        (service.dispatch_due, 0.0),
+        (_relay_outbox, 0.0),
+        (verifier.verify_due, 0.0),
+        (guard.check, 0.0),
+    ]
+    last_run = [0.0] * len(steps)
     while not stop.wait(cfg.dispatch_interval):
-        try:
-            if time.monotonic() - last_recovery >= cfg.stuck_threshold / 2:
-                last_recovery = time.monotonic()
-                for task_id in transitions.recover_stuck(cfg.stuck_threshold):
-                    log.warning("task.recovered_stuck", extra={"task_id": str(task_id)})
-            service.dispatch_due()
-            outbox.relay(service.producer().channel)
-            verifier.verify_due()
-            guard.check()
-        except Exception:
-            log.warning("task.maintenance_failed", exc_info=True)
-            close_old_connections()
+        for index, (step, every) in enumerate(steps):
+            if time.monotonic() - last_run[index] < every:
+                continue
+            last_run[index] = time.monotonic()
+            try:
+                step()
+            except Exception:
+                log.warning("task.maintenance_failed", extra={"step": step.__name__}, exc_info=True)
+                close_old_connections()
 
 
 _stop_maintenance = threading.Event()
