@@ -50,6 +50,31 @@ def paced(count: int, rate: float, submit: Callable[[], object]) -> None:
         submit()
 
 
+def helixagent_round(tasks: int, latency_tasks: int, rate: float) -> dict[str, Any]:
+    """With a HelixAgent worker running: warm up, then time ``tasks`` no-op submits and their
+    completion, then ``latency_tasks`` submits at ``rate`` per second (enqueue→start latencies)."""
+    from tasks import service
+    from tasks.models import Task
+
+    warm, _ = service.submit({"task_type": "noop"})
+    wait_until(lambda: Task.objects.filter(pk=warm.pk, status="completed").exists(), 120)
+    Task.objects.all().delete()
+    started = time.monotonic()
+    for _ in range(tasks):
+        service.submit({"task_type": "noop"})
+    enqueued = time.monotonic()
+    finished = wait_until(lambda: Task.objects.filter(status="completed").count() >= tasks, 1800, 0.2)
+    Task.objects.all().delete()
+    paced(latency_tasks, rate, lambda: service.submit({"task_type": "noop"}))
+    wait_until(lambda: Task.objects.filter(status="completed").count() >= latency_tasks, 300)
+    latencies = [
+        (task.started_at - task.created_at).total_seconds()
+        for task in Task.objects.only("created_at", "started_at")
+        if task.started_at
+    ]
+    return {"submit_s": enqueued - started, "e2e_per_s": tasks / (finished - started), "latency": latencies}
+
+
 def run_helixagent(url: str, tasks: int, latency_tasks: int, rate: float, pool: dict[str, Any]) -> dict[str, Any]:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
@@ -66,24 +91,7 @@ def run_helixagent(url: str, tasks: int, latency_tasks: int, rate: float, pool: 
     env = {**os.environ, "HELIX_LOG_DIR": str(RESULTS / "logs")}
     worker = start_worker("helixagent", env, RESULTS / "logs" / "helixagent-worker.log", queues=QUEUES, **pool)
     try:
-        warm, _ = service.submit({"task_type": "noop"})
-        wait_until(lambda: Task.objects.filter(pk=warm.pk, status="completed").exists(), 60)
-        Task.objects.all().delete()
-
-        started = time.monotonic()
-        for _ in range(tasks):
-            service.submit({"task_type": "noop"})
-        enqueued = time.monotonic()
-        finished = wait_until(lambda: Task.objects.filter(status="completed").count() >= tasks, 900, 0.2)
-        Task.objects.all().delete()
-
-        paced(latency_tasks, rate, lambda: service.submit({"task_type": "noop"}))
-        wait_until(lambda: Task.objects.filter(status="completed").count() >= latency_tasks, 300)
-        latencies = [
-            (task.started_at - task.created_at).total_seconds()
-            for task in Task.objects.only("created_at", "started_at")
-            if task.started_at
-        ]
+        run = helixagent_round(tasks, latency_tasks, rate)
     finally:
         stop(worker)
     Task.objects.all().delete()
@@ -96,10 +104,10 @@ def run_helixagent(url: str, tasks: int, latency_tasks: int, rate: float, pool: 
     finally:
         stop(worker)
     return {
-        "enqueue_per_s": tasks / (enqueued - started),
-        "e2e_per_s": tasks / (finished - started),
+        "enqueue_per_s": tasks / run["submit_s"],
+        "e2e_per_s": run["e2e_per_s"],
         "drain_per_s": (tasks - 1) / (span["last"] - span["first"]).total_seconds(),
-        "latency": latencies,
+        "latency": run["latency"],
     }
 
 

@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from bench.common import RESULTS, fresh_database, machine, percentile, start_worker, stop, summary_ms, wait_until
-from bench.legacy import paced
+from bench.legacy import helixagent_round, paced
 
 #: (label, mode, rabbitmq_percent, broker)
 SETTINGS = [
@@ -62,7 +62,6 @@ def purge_brokers() -> None:
 def run_mode(
     setting: tuple[str, str, int, str], tasks: int, latency_tasks: int, rate: float, pool: dict[str, Any]
 ) -> dict[str, Any]:
-    from tasks import service
     from tasks.models import Task
 
     label, mode, percent, broker = setting
@@ -73,29 +72,10 @@ def run_mode(
     log = RESULTS / "logs" / f"modes-{label.replace(' ', '-').replace('%', '')}.log"
     worker = start_worker("helixagent", env, log, **pool)
     try:
-        warm, _ = service.submit({"task_type": "noop"})
-        wait_until(lambda: Task.objects.filter(pk=warm.pk, status="completed").exists(), 120)
-        Task.objects.all().delete()
-        started = time.monotonic()
-        for _ in range(tasks):
-            service.submit({"task_type": "noop"})
-        enqueued = time.monotonic()
-        finished = wait_until(lambda: Task.objects.filter(status="completed").count() >= tasks, 1800, 0.2)
-        Task.objects.all().delete()
-        paced(latency_tasks, rate, lambda: service.submit({"task_type": "noop"}))
-        wait_until(lambda: Task.objects.filter(status="completed").count() >= latency_tasks, 300)
-        latencies = [
-            (t.started_at - t.created_at).total_seconds()
-            for t in Task.objects.only("created_at", "started_at")
-            if t.started_at
-        ]
+        run = helixagent_round(tasks, latency_tasks, rate)
     finally:
         stop(worker)
-    return {
-        "submit_ms": (enqueued - started) / tasks * 1000,
-        "e2e_per_s": tasks / (finished - started),
-        "latency": latencies,
-    }
+    return {"submit_ms": run["submit_s"] / tasks * 1000, "e2e_per_s": run["e2e_per_s"], "latency": run["latency"]}
 
 
 def run_vanilla(rabbitmq_url: str, tasks: int, latency_tasks: int, rate: float, pool: dict[str, Any]) -> dict[str, Any]:

@@ -327,21 +327,6 @@ class Transport(pgqueue.Transport):
     driver_type = "router"
     driver_name = "router"
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> None:  # type: ignore[override]
-        started = time.monotonic()
-        while True:
-            self._maintain()
-            self._wake(self.waiter.woken())
-            try:
-                self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]
-                return
-            except virtual.Empty:
-                elapsed = time.monotonic() - started
-                if timeout is not None and elapsed >= timeout:
-                    raise TimeoutError() from None
-                wait = self.polling_interval if timeout is None else min(self.polling_interval, timeout - elapsed)
-                self._idle_wait(max(wait, 0.0))
-
     def _idle_wait(self, wait: float) -> None:
         """Wait for a NOTIFY or a broker message: on all their sockets at once where every client
         has one, else on each in short turns (Kafka's client exposes no socket)."""

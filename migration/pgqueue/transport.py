@@ -353,7 +353,11 @@ class Transport(virtual.Transport):
                 if timeout is not None and elapsed >= timeout:
                     raise TimeoutError() from None
                 wait = self.polling_interval if timeout is None else min(self.polling_interval, timeout - elapsed)
-                self._wake(self.waiter.wait(max(wait, 0.0)))
+                self._idle_wait(max(wait, 0.0))
+
+    def _idle_wait(self, wait: float) -> None:
+        """Block until a NOTIFY or ``wait`` seconds (the router also waits on its brokers)."""
+        self._wake(self.waiter.wait(wait))
 
     def _maintain(self) -> None:
         for channel in self.channels:
