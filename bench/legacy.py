@@ -75,6 +75,27 @@ def helixagent_round(tasks: int, latency_tasks: int, rate: float) -> dict[str, A
     return {"submit_s": enqueued - started, "e2e_per_s": tasks / (finished - started), "latency": latencies}
 
 
+def vanilla_round(noop: Any, marks: Path, tasks: int, latency_tasks: int, rate: float) -> dict[str, Any]:
+    """The same round for vanilla Celery, whose task appends ``<latency> <start>`` lines to ``marks``."""
+
+    def executed() -> int:
+        return len(marks.read_text().splitlines()) if marks.exists() else 0
+
+    noop.apply_async(args=[time.time()])
+    wait_until(lambda: executed() >= 1, 120)
+    marks.unlink()
+    started = time.monotonic()
+    for _ in range(tasks):
+        noop.apply_async(args=[time.time()])
+    enqueued = time.monotonic()
+    finished = wait_until(lambda: executed() >= tasks, 1800, 0.2)
+    marks.unlink()
+    paced(latency_tasks, rate, lambda: noop.apply_async(args=[time.time()]))
+    wait_until(lambda: executed() >= latency_tasks, 300)
+    latencies = [float(line.split()[0]) for line in marks.read_text().splitlines()]
+    return {"submit_s": enqueued - started, "e2e_per_s": tasks / (finished - started), "latency": latencies}
+
+
 def run_helixagent(url: str, tasks: int, latency_tasks: int, rate: float, pool: dict[str, Any]) -> dict[str, Any]:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
@@ -126,20 +147,7 @@ def run_vanilla(url: str, tasks: int, latency_tasks: int, rate: float, pool: dic
     marks.unlink(missing_ok=True)
     worker = start_worker("bench.vanilla_app", env, RESULTS / "logs" / "vanilla-worker.log", **pool)
     try:
-        noop.apply_async(args=[time.time()])
-        wait_until(lambda: executed() >= 1, 120)
-        marks.unlink()
-
-        started = time.monotonic()
-        for _ in range(tasks):
-            noop.apply_async(args=[time.time()])
-        enqueued = time.monotonic()
-        finished = wait_until(lambda: executed() >= tasks, 1800, 0.2)
-        marks.unlink()
-
-        paced(latency_tasks, rate, lambda: noop.apply_async(args=[time.time()]))
-        wait_until(lambda: executed() >= latency_tasks, 300)
-        latencies = [float(line.split()[0]) for line in marks.read_text().splitlines()]
+        run = vanilla_round(noop, marks, tasks, latency_tasks, rate)
     finally:
         stop(worker)
     marks.unlink()
@@ -152,10 +160,10 @@ def run_vanilla(url: str, tasks: int, latency_tasks: int, rate: float, pool: dic
     finally:
         stop(worker)
     return {
-        "enqueue_per_s": tasks / (enqueued - started),
-        "e2e_per_s": tasks / (finished - started),
+        "enqueue_per_s": tasks / run["submit_s"],
+        "e2e_per_s": run["e2e_per_s"],
         "drain_per_s": (tasks - 1) / (max(starts) - min(starts)),
-        "latency": latencies,
+        "latency": run["latency"],
     }
 
 

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from typing import Any
 
-from bench.common import RESULTS, fresh_database, machine, percentile, start_worker, stop, summary_ms, wait_until
-from bench.legacy import helixagent_round, paced
+from bench.common import RESULTS, fresh_database, machine, percentile, start_worker, stop, summary_ms
+from bench.legacy import helixagent_round, vanilla_round
 
 #: (label, mode, rabbitmq_percent, broker)
 SETTINGS = [
@@ -86,9 +85,6 @@ def run_vanilla(rabbitmq_url: str, tasks: int, latency_tasks: int, rate: float, 
     app.conf.broker_url = broker
     marks = RESULTS / "vanilla-rabbitmq-latency.txt"
 
-    def executed() -> int:
-        return len(marks.read_text().splitlines()) if marks.exists() else 0
-
     env = {**os.environ, "BENCH_LATENCY_FILE": str(marks)}
     marks.unlink(missing_ok=True)
     with app.connection_for_write() as conn:  # start from an empty queue
@@ -96,24 +92,13 @@ def run_vanilla(rabbitmq_url: str, tasks: int, latency_tasks: int, rate: float, 
         conn.default_channel.queue_purge("celery")
     worker = start_worker("bench.vanilla_app", env, RESULTS / "logs" / "vanilla-rabbitmq-worker.log", **pool)
     try:
-        noop.apply_async(args=[time.time()])
-        wait_until(lambda: executed() >= 1, 120)
-        marks.unlink()
-        started = time.monotonic()
-        for _ in range(tasks):
-            noop.apply_async(args=[time.time()])
-        enqueued = time.monotonic()
-        finished = wait_until(lambda: executed() >= tasks, 1800, 0.2)
-        marks.unlink()
-        paced(latency_tasks, rate, lambda: noop.apply_async(args=[time.time()]))
-        wait_until(lambda: executed() >= latency_tasks, 300)
-        latencies = [float(line.split()[0]) for line in marks.read_text().splitlines()]
+        run = vanilla_round(noop, marks, tasks, latency_tasks, rate)
     finally:
         stop(worker)
     return {
-        "submit_ms": (enqueued - started) / tasks * 1000,
-        "e2e_per_s": tasks / (finished - started),
-        "latency": latencies,
+        "submit_ms": run["submit_s"] / tasks * 1000,
+        "e2e_per_s": run["e2e_per_s"],
+        "latency": run["latency"],
     }
 
 
