@@ -2,8 +2,8 @@
 
 A broker copy is written to ``helix_outbox`` in the transaction that inserts its task row. After
 commit it is handed to this process's :class:`Publisher`, a thread that publishes what has
-accumulated in one batch per broker with pipelined confirms, then deletes the batch's records in
-one statement; a batch the broker does not confirm falls back to PostgreSQL copies (see
+accumulated in one batch per broker with pipelined confirms, and deletes the records of confirmed
+copies many at a time (:data:`FORGET_EVERY`); a batch the broker does not confirm falls back to PostgreSQL copies (see
 :meth:`migration.router.Channel.publish_batch`). The submitting request does not wait for the
 broker. :func:`relay`, run by every worker's maintenance loop, publishes records older than
 :data:`GRACE` seconds: those whose process died between commit and publish. A copy published
@@ -21,13 +21,14 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import close_old_connections, connections, transaction
+from django.db import close_old_connections, connection, connections, transaction
 from django.utils import timezone
 
 from helixagent.logging import get_logger
 from migration.models import OutboxMessage
 
 if TYPE_CHECKING:
+    from migration.gather import Statement
     from migration.router import Channel
 
 log = get_logger("migration.outbox")
@@ -40,8 +41,20 @@ def record(leg: str, queue: str, task_id: str, payload: str) -> int:
     return OutboxMessage.objects.create(leg=leg, queue=queue, task_id=task_id, payload=payload).pk
 
 
+def record_in(statement: Statement, leg: str, queue: str, task_id: str, payload: str) -> str:
+    """Add a broker copy's record to a gathered statement; returns the member that yields its id."""
+    return statement.add(
+        "INSERT INTO helix_outbox (leg, queue, task_id, payload, created_at) VALUES (%s, %s, %s, %s, %s)",
+        (leg, queue, task_id, payload, timezone.now()),
+        returning=True,
+    )
+
+
 def done(record_ids: list[int]) -> None:
-    OutboxMessage.objects.filter(pk__in=record_ids).delete()
+    """Drop published records: one plain DELETE (the ORM's delete() adds a transaction and signals)."""
+    if record_ids:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DELETE FROM helix_outbox WHERE id IN ({', '.join(['%s'] * len(record_ids))})", record_ids)
 
 
 def relay(channel: Channel, limit: int = 500) -> int:
@@ -92,11 +105,16 @@ class Publisher:
     def _run(self) -> None:
         from tasks.service import producer
 
+        published: list[int] = []  # records whose copies the broker confirmed, not yet deleted
+        forgotten_at = time.monotonic()
         while True:
             try:
-                first = self.items.get(timeout=IDLE_CLOSE)
-            except queue.Empty:  # idle: give this thread's database connection back
-                connections.close_all()
+                first = self.items.get(timeout=FORGET_EVERY if published else IDLE_CLOSE)
+            except queue.Empty:
+                if published:  # quiet: drop what was published, then wait again
+                    published, forgotten_at = self._forget(published), time.monotonic()
+                    continue
+                connections.close_all()  # idle: give this thread's database connection back
                 first = self.items.get()
             batch = [first]
             while len(batch) < BATCH_SIZE:
@@ -109,7 +127,9 @@ class Publisher:
                 for leg in {item[1] for item in batch}:
                     chosen = [item for item in batch if item[1] == leg]
                     channel.publish_batch(leg, [(item[2], item[3]) for item in chosen])
-                    done([item[0] for item in chosen])
+                    published.extend(item[0] for item in chosen)
+                if len(published) >= BATCH_SIZE or time.monotonic() - forgotten_at >= FORGET_EVERY:
+                    published, forgotten_at = self._forget(published), time.monotonic()
             except Exception as exc:  # the records stay in the outbox: the relay sends them
                 log.error("migration.outbox_publish_failed", extra={"count": len(batch), "error": str(exc)})
                 close_old_connections()
@@ -117,9 +137,24 @@ class Publisher:
                 with self.lock:
                     self.pending -= len(batch)
 
+    @staticmethod
+    def _forget(published: list[int]) -> list[int]:
+        """Delete the records of confirmed copies; returns what is left to delete (on failure, all)."""
+        try:
+            done(published)
+        except Exception as exc:  # kept: a later turn deletes them, or the relay sends them again
+            log.warning("migration.outbox_delete_failed", extra={"count": len(published), "error": str(exc)})
+            close_old_connections()
+            return published
+        return []
+
 
 #: most copies published in one batch.
 BATCH_SIZE = 500
+#: seconds at most between publishing a copy and deleting its record. Deleting many records in
+#: one statement saves a commit per task; a record that outlives its publisher makes the relay
+#: send one more copy, which the claim on the task row makes harmless.
+FORGET_EVERY = 0.2
 #: seconds without work after which the publisher closes its database connection.
 IDLE_CLOSE = 2.0
 publisher = Publisher()

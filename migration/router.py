@@ -197,8 +197,14 @@ class Channel(pgqueue.Channel):
         if self.dsn == "django":
             from django.db import transaction
 
-            from migration import outbox
+            from migration import gather, outbox
 
+            statement = gather.current()
+            if statement is not None:
+                task_id = str(message["headers"].get("id"))
+                member = outbox.record_in(statement, name, queue, task_id, json.dumps(message))
+                statement.after(lambda ids: outbox.publisher.send(ids[member], name, queue, message))
+                return
             if transaction.get_connection().in_atomic_block:
                 entry = outbox.record(name, queue, str(message["headers"].get("id")), json.dumps(message))
                 transaction.on_commit(functools.partial(outbox.publisher.send, entry, name, queue, message))

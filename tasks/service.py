@@ -7,12 +7,12 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from kombu import Connection, Producer
 
 from helixagent.config import get_config
-from migration import modes, state
+from migration import gather, modes, state
 from tasks import routing, states, transitions
 from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
@@ -51,16 +51,32 @@ def submit(fields: dict[str, Any], idempotency_key: str | None = None) -> tuple[
         task.status = states.QUEUED
         task.published_to = _legs()
     try:
-        with transaction.atomic():
-            task.save(force_insert=True)
-            transitions.record_created(task, queued=due)
-            if due:
-                _send(task)
+        if due and connection.vendor == "postgresql" and not connection.in_atomic_block:
+            _insert_in_one_statement(task)
+        else:
+            with transaction.atomic():
+                task.save(force_insert=True)
+                transitions.record_created(task, queued=due)
+                if due:
+                    _send(task)
     except IntegrityError:
         if idempotency_key:
             return Task.objects.get(idempotency_key=idempotency_key), False
         raise
     return task, True
+
+
+def _insert_in_one_statement(task: Task) -> None:
+    """The row, its first events, its queue message and outbox records as one statement: one
+    round trip and one commit (:mod:`migration.gather`)."""
+    events = transitions.created_events(task, queued=True)
+    with gather.gather() as statement:
+        statement.insert(task)
+        statement.insert(*events)
+        _send(task)
+    statement.run()
+    task._state.adding = False
+    transitions.mirror_created(task, events)
 
 
 _local = threading.local()

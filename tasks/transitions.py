@@ -107,7 +107,7 @@ def mirror_after_commit(task_id: str, event: dict[str, Any]) -> None:
     transaction.on_commit(lambda: events.mirror(task_id, event))
 
 
-def record_created(task: Task, queued: bool = False) -> None:
+def created_events(task: Task, queued: bool = False) -> list[TaskEvent]:
     """The first events of a new task: ``∅ → pending``, and ``pending → queued`` when its message
     was published in the same transaction that inserts it (the row is not visible before)."""
     rows = [TaskEvent(task_id=task.pk, from_status="", to_status=states.PENDING, message="created")]
@@ -115,7 +115,17 @@ def record_created(task: Task, queued: bool = False) -> None:
         rows.append(
             TaskEvent(task_id=task.pk, from_status=states.PENDING, to_status=states.QUEUED, message="published")
         )
+    return rows
+
+
+def record_created(task: Task, queued: bool = False) -> None:
+    """Insert the first events of a new task in the caller's transaction."""
+    rows = created_events(task, queued)
     TaskEvent.objects.bulk_create(rows)
+    mirror_created(task, rows)
+
+
+def mirror_created(task: Task, rows: list[TaskEvent]) -> None:
     for row in rows:
         fields = {"kind": row.kind, "from_status": row.from_status, "to_status": row.to_status, "message": row.message}
         mirror_after_commit(str(task.pk), fields)

@@ -90,6 +90,28 @@ def message_id(message: dict[str, Any]) -> str:
     return str(headers.get("id") or message.get("properties", {}).get("correlation_id") or "")
 
 
+# Celery protocol-2 headers that a Celery worker reads with exactly this default when they are
+# absent (``celery.worker.request`` and ``celery.worker.strategy``). The AMQP header table is
+# the larger part of a publish's cost, in py-amqp and in RabbitMQ alike, so a broker copy leaves
+# them out, along with every header whose value is None.
+CELERY_HEADER_DEFAULTS: dict[str, Any] = {
+    "retries": 0,
+    "replaced_task_nesting": 0,
+    "stamps": {},
+    "stamped_headers": [],
+    "timelimit": [None, None],
+}
+
+
+def wire_headers(message: dict[str, Any]) -> dict[str, Any]:
+    """The headers a broker copy carries: those a Celery worker cannot do without."""
+    return {
+        key: value
+        for key, value in (message.get("headers") or {}).items()
+        if value is not None and (key not in CELERY_HEADER_DEFAULTS or CELERY_HEADER_DEFAULTS[key] != value)
+    }
+
+
 def raw_body(message: dict[str, Any]) -> bytes:
     """The message body as bytes (the virtual transport keeps it base64-encoded)."""
     body = message["body"]

@@ -23,7 +23,16 @@ from typing import Any
 import amqp
 from kombu import Connection
 
-from migration.legs.base import TASK_EXCHANGE, Empty, Leg, LegUnavailable, message_id, raw_body, virtual_message
+from migration.legs.base import (
+    TASK_EXCHANGE,
+    Empty,
+    Leg,
+    LegUnavailable,
+    message_id,
+    raw_body,
+    virtual_message,
+    wire_headers,
+)
 from tasks.routing import ALL_QUEUES
 
 DLX = "helixagent.dlx"
@@ -50,6 +59,7 @@ class RabbitMQLeg(Leg):
             raise LegUnavailable(f"rabbitmq: {exc}") from exc
         self._published = 0  # publish sequence number of this channel (confirm mode counts from 1)
         self._unconfirmed: set[int] = set()
+        self._confirmed_below = 1  # a ``multiple`` confirm has covered every lower sequence number
         self._nacked = False
         self._buffers: dict[str, deque[amqp.Message]] = {}
         self._consuming: set[str] = set()
@@ -97,8 +107,10 @@ class RabbitMQLeg(Leg):
             raise LegUnavailable("rabbitmq: the broker refused (nacked) a publish")
 
     def _confirmed(self, tag: int, multiple: bool) -> None:
-        if multiple:
-            self._unconfirmed = {seq for seq in self._unconfirmed if seq > tag}
+        if multiple:  # every publish up to ``tag``: each sequence number is visited once
+            for seq in range(self._confirmed_below, tag + 1):
+                self._unconfirmed.discard(seq)
+            self._confirmed_below = max(self._confirmed_below, tag + 1)
         else:
             self._unconfirmed.discard(tag)
 
@@ -108,17 +120,13 @@ class RabbitMQLeg(Leg):
 
     @staticmethod
     def _wire(message: dict[str, Any]) -> amqp.Message:
-        """Celery's own wire format: an ordinary Celery worker could consume these messages.
-
-        Headers whose value is None are left out: Celery reads every optional header with a
-        default, and AMQP table encoding is most of the cost of a publish."""
+        """Celery's own wire format: an ordinary Celery worker could consume these messages."""
         props = message.get("properties", {})
-        headers = {key: value for key, value in (message.get("headers") or {}).items() if value is not None}
         return amqp.Message(
             raw_body(message),
             content_type=message.get("content-type"),
             content_encoding=message.get("content-encoding"),
-            application_headers=headers,
+            application_headers=wire_headers(message),
             delivery_mode=2,
             priority=props.get("priority") or 0,
             correlation_id=props.get("correlation_id"),

@@ -203,8 +203,15 @@ class TransactionStore(QueueStore):
             return list(cur.fetchall()) if cur.description else []
 
     def put(self, queue: str, priority: int, payload: str, ttl: float | None, message_id: str = "") -> None:
+        from migration import gather
+
         now = time.time()
-        self.execute(sql.PG_PUT, (queue, priority, payload, now, now + ttl if ttl else None, now, message_id))
+        params = (queue, priority, payload, now, now + ttl if ttl else None, now, message_id)
+        statement = gather.current()
+        if statement is not None:
+            statement.add(sql.PG_PUT, params)
+        else:
+            self.execute(sql.PG_PUT, params)
 
     def claim(self, queue: str, limit: int, lease: float) -> list[Claimed]:
         raise NotImplementedError("the transaction store only publishes")
