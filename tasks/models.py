@@ -7,6 +7,7 @@ import secrets
 import uuid
 
 from django.db import models
+from django.db.models import Q
 
 from tasks import states
 
@@ -39,7 +40,7 @@ class Task(models.Model):
     max_retries = models.PositiveIntegerField(default=3)
     scheduled_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     config = models.JSONField(default=default_task_config, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -55,10 +56,27 @@ class Task(models.Model):
 
     class Meta:
         db_table = "helix_task"
+        # Every status change writes a new row version with an entry in each index whose condition
+        # the row meets, so the indexes cover only the rows their readers look for: a task that
+        # ends costs two index entries (primary key, recent), not one per index.
         indexes = [
-            models.Index(fields=["status", "scheduled_at"], name="helix_task_due"),
-            models.Index(fields=["status", "heartbeat_at"], name="helix_task_heartbeat"),
+            # the dispatcher (due pending tasks), rollback and health (waiting tasks)
+            models.Index(
+                fields=["status", "scheduled_at"],
+                name="helix_task_waiting",
+                condition=Q(status__in=["pending", "queued"]),
+            ),
+            # stuck detection
+            models.Index(fields=["heartbeat_at"], name="helix_task_running", condition=Q(status="running")),
+            # listing, newest first; the verifier's last hour
             models.Index(fields=["-created_at", "-id"], name="helix_task_recent"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="helix_task_idempotency_key",
+            )
         ]
 
     def __str__(self) -> str:
@@ -69,7 +87,9 @@ class TaskEvent(models.Model):
     """One transition or progress report of a task; ``id`` orders a task's events (SSE ``id:``)."""
 
     id = models.BigAutoField(primary_key=True)
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events", db_constraint=False)
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="events", db_constraint=False, db_index=False
+    )  # indexed by (task, id) below
     kind = models.CharField(max_length=20, default="transition")  # transition | progress
     from_status = models.CharField(max_length=20, blank=True, default="")
     to_status = models.CharField(max_length=20, blank=True, default="")
@@ -80,7 +100,15 @@ class TaskEvent(models.Model):
 
     class Meta:
         db_table = "helix_task_event"
-        indexes = [models.Index(fields=["task", "id"], name="helix_task_event_task")]
+        indexes = [
+            models.Index(fields=["task", "id"], name="helix_task_event_task"),
+            # starts and ends of executions by time: the rollback guard's sliding minute
+            models.Index(
+                fields=["created_at"],
+                name="helix_task_event_execution",
+                condition=Q(from_status="running") | Q(to_status="running"),
+            ),
+        ]
 
 
 class ApiToken(models.Model):

@@ -9,6 +9,7 @@ message, or a redelivery, finds nothing to claim.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from contextlib import nullcontext
 from datetime import timedelta
@@ -28,34 +29,68 @@ def _prep(model: type[Task] | type[TaskEvent], name: str, value: Any) -> Any:
     return model._meta.get_field(name).get_db_prep_save(value, connection)  # type: ignore[union-attr]
 
 
-def _transition_sql(
-    task_id: TaskId, from_status: str, only_execution: uuid.UUID | None, updates: dict[str, Any], event: dict[str, Any]
-) -> tuple[str, list[Any]]:
-    """``UPDATE … WHERE id AND status [AND execution_id] RETURNING *`` for one expected status.
+@functools.cache
+def _statement(vendor: str, update_names: tuple[str, ...], by_execution: bool, event_names: tuple[str, ...]) -> str:
+    """``UPDATE … WHERE id AND status [AND execution_id] RETURNING <every column>``.
 
     On PostgreSQL the event row is inserted by the same statement (a data-modifying CTE), so
     the transition and its event are one statement and one round trip. Elsewhere the caller
-    inserts the event in the same transaction.
+    inserts the event in the same transaction. The text depends only on which fields change,
+    so it is built once per shape (and psycopg's own parse of it is cached as well).
     """
     table = Task._meta.db_table
-    sets = [f'"{Task._meta.get_field(name).column}" = %s' for name in updates]  # type: ignore[union-attr]
-    params = [_prep(Task, name, value) for name, value in updates.items()]
-    where = ['"id" = %s', '"status" = %s']
-    params += [_prep(Task, "id", task_id), from_status]
-    if only_execution is not None:
-        where.append('"execution_id" = %s')
-        params.append(_prep(Task, "execution_id", only_execution))
-    update = f'UPDATE "{table}" SET {", ".join(sets)} WHERE {" AND ".join(where)} RETURNING *'
-    if connection.vendor != "postgresql":
-        return update, params
-    columns = ", ".join(f'"{name}"' for name in event)
-    values = ", ".join(["%s"] * len(event))
-    params += [_prep(TaskEvent, name, value) for name, value in event.items()]
-    statement = (
+    sets = ", ".join(f'"{Task._meta.get_field(name).column}" = %s' for name in update_names)  # type: ignore[union-attr]
+    where = '"id" = %s AND "status" = %s' + (' AND "execution_id" = %s' if by_execution else "")
+    returning = ", ".join(f'"{field.column}"' for field in Task._meta.concrete_fields)
+    update = f'UPDATE "{table}" SET {sets} WHERE {where} RETURNING {returning}'
+    if vendor != "postgresql":
+        return update
+    columns = ", ".join(f'"{name}"' for name in event_names)
+    values = ", ".join(["%s"] * len(event_names))
+    return (
         f'WITH t AS ({update}), e AS (INSERT INTO "{TaskEvent._meta.db_table}" (task_id, {columns}) '
         f"SELECT t.id, {values} FROM t) SELECT * FROM t"
     )
+
+
+def _transition_sql(
+    task_id: TaskId, from_status: str, only_execution: uuid.UUID | None, updates: dict[str, Any], event: dict[str, Any]
+) -> tuple[str, list[Any]]:
+    """The statement of one attempt (see :func:`_statement`) and its parameters."""
+    params = [_prep(Task, name, value) for name, value in updates.items()]
+    params += [_prep(Task, "id", task_id), from_status]
+    if only_execution is not None:
+        params.append(_prep(Task, "execution_id", only_execution))
+    if connection.vendor == "postgresql":
+        params += [_prep(TaskEvent, name, value) for name, value in event.items()]
+    statement = _statement(connection.vendor, tuple(updates), only_execution is not None, tuple(event))
     return statement, params
+
+
+@functools.cache
+def _converters(vendor: str) -> list[tuple[int, list[Any], Any]]:
+    """Django's conversions from database values, per returned column (as a queryset applies them)."""
+    converters = []
+    for index, field in enumerate(Task._meta.concrete_fields):
+        column = field.get_col(Task._meta.db_table)
+        found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if found:
+            converters.append((index, found, column))
+    return converters
+
+
+def _fetch_task(statement: str, params: list[Any]) -> Task | None:
+    """Run a transition statement and build the returned row, if any, into a :class:`Task`."""
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = list(row)
+    for index, found, column in _converters(connection.vendor):
+        for convert in found:
+            values[index] = convert(values[index], column, connection)
+    return Task.from_db(connection.alias, [field.attname for field in Task._meta.concrete_fields], values)
 
 
 def _apply(
@@ -93,7 +128,7 @@ def _apply(
                 "created_at": now,
             }
             statement, params = _transition_sql(task_id, from_status, only_execution, updates, event)
-            task = next(iter(Task.objects.raw(statement, params)), None)
+            task = _fetch_task(statement, params)
             if task is not None:
                 if not single_statement:
                     TaskEvent.objects.create(task_id=task.pk, **event)

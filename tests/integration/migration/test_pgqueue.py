@@ -84,10 +84,12 @@ def test_ack_deletes_and_release_requeues(store: Any) -> None:
 def test_notify_wakes_an_idle_consumer_long_before_its_poll_interval(live_db_url: str, store: Any) -> None:
     waiter = open_waiter(live_db_url)
     waiter.listen([QUEUE])
-    threading.Timer(0.3, store.put, args=(QUEUE, 0, "{}", None)).start()
+    publisher = threading.Timer(0.3, store.put, args=(QUEUE, 0, "{}", None))
+    publisher.start()
     started = time.monotonic()
     waiter.wait(timeout=10.0)
     waited = time.monotonic() - started
+    publisher.join()  # the store is closed after the test: let the put finish first
     waiter.close()
     assert waited < 5.0, f"woke after {waited:.2f}s: the NOTIFY did not arrive"
 
