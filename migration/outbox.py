@@ -3,9 +3,9 @@
 A broker copy is written to ``helix_outbox`` in the transaction that inserts its task row. After
 commit it is handed to this process's :class:`Publisher`, a thread that publishes what has
 accumulated in one batch per broker with pipelined confirms, and deletes the records of confirmed
-copies many at a time (:data:`FORGET_EVERY`); a batch the broker does not confirm falls back to PostgreSQL copies (see
-:meth:`migration.router.Channel.publish_batch`). The submitting request does not wait for the
-broker. :func:`relay`, run by every worker's maintenance loop, publishes records older than
+copies many at a time (:data:`FORGET_EVERY`); a batch the broker does not confirm falls back to
+PostgreSQL copies (see :meth:`migration.router.Channel.publish_batch`). The submitting request
+does not wait for the broker. :func:`relay`, run by every worker's maintenance loop, publishes records older than
 :data:`GRACE` seconds: those whose process died between commit and publish. A copy published
 twice is harmless (the claim on the task row runs a task once).
 """
