@@ -1,8 +1,8 @@
 """Writes gathered into one SQL statement, so accepting a task costs one round trip (PostgreSQL).
 
 A submit writes a task row, its first events, its queue message and, in ``dual_write`` and
-``messaging``, an outbox record. Run one by one inside a transaction that is six round trips
-(``BEGIN``, four ``INSERT``, ``COMMIT``). Inside :func:`gather`, the queue store and the outbox
+``messaging``, an outbox record. Run one by one inside a transaction that is up to six round
+trips (``BEGIN``, an ``INSERT`` per table, ``COMMIT``). Inside :func:`gather`, the queue store and the outbox
 hand their ``INSERT`` to the current :class:`Statement` instead of running it; :meth:`Statement.run`
 then executes everything as the members of one data-modifying ``WITH`` in autocommit, which is
 its own transaction: all rows commit together or none does. Work that must follow the commit
