@@ -40,7 +40,7 @@ class Statement:
         self.members.append((name, statement, list(params)))
         return name
 
-    def insert(self, *objs: Model) -> str:
+    def insert(self, *objs: Model, returning: bool = False) -> str:
         """Add the ``INSERT`` of new rows of one model, with Django's own value conversions."""
         meta = objs[0]._meta
         fields = [f for f in meta.concrete_fields if not isinstance(f, AutoFieldMixin)]
@@ -49,7 +49,8 @@ class Statement:
         row = "(" + ", ".join(["%s"] * len(fields)) + ")"
         params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs for f in fields]
         table = quote(str(meta.db_table))
-        return self.add(f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(objs))}", params)
+        rows = ", ".join([row] * len(objs))
+        return self.add(f"INSERT INTO {table} ({columns}) VALUES {rows}", params, returning=returning)
 
     def after(self, callback: Callable[[dict[str, Any]], None]) -> None:
         """Call ``callback(returned ids by member name)`` once the statement has committed."""

@@ -43,11 +43,7 @@ def record(leg: str, queue: str, task_id: str, payload: str) -> int:
 
 def record_in(statement: Statement, leg: str, queue: str, task_id: str, payload: str) -> str:
     """Add a broker copy's record to a gathered statement; returns the member that yields its id."""
-    return statement.add(
-        "INSERT INTO helix_outbox (leg, queue, task_id, payload, created_at) VALUES (%s, %s, %s, %s, %s)",
-        (leg, queue, task_id, payload, timezone.now()),
-        returning=True,
-    )
+    return statement.insert(OutboxMessage(leg=leg, queue=queue, task_id=task_id, payload=payload), returning=True)
 
 
 def done(record_ids: list[int]) -> None:

@@ -68,15 +68,16 @@ def _transition_sql(
 
 
 @functools.cache
-def _converters(vendor: str) -> list[tuple[int, list[Any], Any]]:
-    """Django's conversions from database values, per returned column (as a queryset applies them)."""
+def _row_reading(vendor: str) -> tuple[list[str], list[tuple[int, list[Any], Any]]]:
+    """The attribute names of a returned row, and Django's conversions from database values per
+    column that has any (as a queryset applies them)."""
     converters = []
     for index, field in enumerate(Task._meta.concrete_fields):
         column = field.get_col(Task._meta.db_table)
         found = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
         if found:
             converters.append((index, found, column))
-    return converters
+    return [field.attname for field in Task._meta.concrete_fields], converters
 
 
 def _fetch_task(statement: str, params: list[Any]) -> Task | None:
@@ -86,11 +87,12 @@ def _fetch_task(statement: str, params: list[Any]) -> Task | None:
         row = cursor.fetchone()
     if row is None:
         return None
+    names, converters = _row_reading(connection.vendor)
     values = list(row)
-    for index, found, column in _converters(connection.vendor):
+    for index, found, column in converters:
         for convert in found:
             values[index] = convert(values[index], column, connection)
-    return Task.from_db(connection.alias, [field.attname for field in Task._meta.concrete_fields], values)
+    return Task.from_db(connection.alias, names, values)
 
 
 def _apply(
