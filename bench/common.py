@@ -96,6 +96,46 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     raise TimeoutError(f"condition not met within {timeout}s")
 
 
+#: process groups of :func:`cpu_seconds`: (name, test on the process's comm and command line)
+CPU_GROUPS: list[tuple[str, Callable[[str, str], bool]]] = [
+    ("PostgreSQL", lambda comm, cmd: comm == "postgres"),
+    ("RabbitMQ", lambda comm, cmd: comm in ("beam.smp", "erl_child_setup", "epmd")),
+    ("Kafka", lambda comm, cmd: comm == "java" and "kafka" in cmd),
+    ("worker", lambda comm, cmd: "celery" in cmd and " worker" in cmd),
+]
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) used so far by each process group, by this benchmark process
+    (``producer``) and by everything else (``other``, kernel threads included), from ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {name: 0.0 for name, _ in CPU_GROUPS} | {"producer": 0.0, "other": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        if int(entry.name) == os.getpid():
+            group = "producer"
+        else:
+            group = next((name for name, test in CPU_GROUPS if test(comm, cmd)), "other")
+        used[group] += seconds
+    return used
+
+
+def cpu_per_task(before: dict[str, float], after: dict[str, float], tasks: int) -> str:
+    """``group ms, …`` of CPU per task between two :func:`cpu_seconds` readings."""
+    parts = [f"{name} {(after[name] - before[name]) / tasks * 1000:.2f}" for name in after]
+    total = sum(after.values()) - sum(before.values())
+    return f"CPU ms per task: total {total / tasks * 1000:.2f} = " + ", ".join(parts)
+
+
 def percentile(values: Sequence[float], pct: float) -> float:
     ordered = sorted(values)
     if not ordered:

@@ -27,6 +27,8 @@ from typing import Any
 
 from bench.common import (
     RESULTS,
+    cpu_per_task,
+    cpu_seconds,
     fresh_database,
     machine,
     median,
@@ -59,11 +61,13 @@ def helixagent_round(tasks: int, latency_tasks: int, rate: float) -> dict[str, A
     warm, _ = service.submit({"task_type": "noop"})
     wait_until(lambda: Task.objects.filter(pk=warm.pk, status="completed").exists(), 120)
     Task.objects.all().delete()
+    cpu_before = cpu_seconds()
     started = time.monotonic()
     for _ in range(tasks):
         service.submit({"task_type": "noop"})
     enqueued = time.monotonic()
     finished = wait_until(lambda: Task.objects.filter(status="completed").count() >= tasks, 1800, 0.2)
+    cpu = cpu_per_task(cpu_before, cpu_seconds(), tasks)
     Task.objects.all().delete()
     paced(latency_tasks, rate, lambda: service.submit({"task_type": "noop"}))
     wait_until(lambda: Task.objects.filter(status="completed").count() >= latency_tasks, 300)
@@ -72,7 +76,7 @@ def helixagent_round(tasks: int, latency_tasks: int, rate: float) -> dict[str, A
         for task in Task.objects.only("created_at", "started_at")
         if task.started_at
     ]
-    return {"submit_s": enqueued - started, "e2e_per_s": tasks / (finished - started), "latency": latencies}
+    return {"submit_s": enqueued - started, "e2e_per_s": tasks / (finished - started), "latency": latencies, "cpu": cpu}
 
 
 def vanilla_round(noop: Any, marks: Path, tasks: int, latency_tasks: int, rate: float) -> dict[str, Any]:
@@ -84,16 +88,18 @@ def vanilla_round(noop: Any, marks: Path, tasks: int, latency_tasks: int, rate: 
     noop.apply_async(args=[time.time()])
     wait_until(lambda: executed() >= 1, 120)
     marks.unlink()
+    cpu_before = cpu_seconds()
     started = time.monotonic()
     for _ in range(tasks):
         noop.apply_async(args=[time.time()])
     enqueued = time.monotonic()
     finished = wait_until(lambda: executed() >= tasks, 1800, 0.2)
+    cpu = cpu_per_task(cpu_before, cpu_seconds(), tasks)
     marks.unlink()
     paced(latency_tasks, rate, lambda: noop.apply_async(args=[time.time()]))
     wait_until(lambda: executed() >= latency_tasks, 300)
     latencies = [float(line.split()[0]) for line in marks.read_text().splitlines()]
-    return {"submit_s": enqueued - started, "e2e_per_s": tasks / (finished - started), "latency": latencies}
+    return {"submit_s": enqueued - started, "e2e_per_s": tasks / (finished - started), "latency": latencies, "cpu": cpu}
 
 
 def run_helixagent(url: str, tasks: int, latency_tasks: int, rate: float, pool: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +133,7 @@ def run_helixagent(url: str, tasks: int, latency_tasks: int, rate: float, pool: 
     return {
         "enqueue_per_s": tasks / run["submit_s"],
         "e2e_per_s": run["e2e_per_s"],
+        "cpu": run["cpu"],
         "drain_per_s": (tasks - 1) / (span["last"] - span["first"]).total_seconds(),
         "latency": run["latency"],
     }
@@ -162,6 +169,7 @@ def run_vanilla(url: str, tasks: int, latency_tasks: int, rate: float, pool: dic
     return {
         "enqueue_per_s": tasks / run["submit_s"],
         "e2e_per_s": run["e2e_per_s"],
+        "cpu": run["cpu"],
         "drain_per_s": (tasks - 1) / (max(starts) - min(starts)),
         "latency": run["latency"],
     }
@@ -248,6 +256,8 @@ def report(args: argparse.Namespace, ours: dict[str, Any], vanilla: dict[str, An
         print(f"| {name:<{width}} | {a} | {b} |")
     for key, name in (("e2e_per_s", "end-to-end"), ("drain_per_s", "drain")):
         print(f"{name} throughput: {ours[key] / vanilla[key]:.1f}x vanilla (goal ≥ 5x)")
+    print(f"end-to-end, HelixAgent legacy: {ours['cpu']}")
+    print(f"end-to-end, vanilla Celery: {vanilla['cpu']}")
 
 
 if __name__ == "__main__":

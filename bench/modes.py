@@ -78,7 +78,12 @@ def run_mode(
         run = helixagent_round(tasks, latency_tasks, rate)
     finally:
         stop(worker)
-    return {"submit_ms": run["submit_s"] / tasks * 1000, "e2e_per_s": run["e2e_per_s"], "latency": run["latency"]}
+    return {
+        "submit_ms": run["submit_s"] / tasks * 1000,
+        "e2e_per_s": run["e2e_per_s"],
+        "latency": run["latency"],
+        "cpu": run["cpu"],
+    }
 
 
 def publish_cost_alone(rounds: int = 3, count: int = 500) -> dict[str, float]:
@@ -126,6 +131,7 @@ def run_vanilla(rabbitmq_url: str, tasks: int, latency_tasks: int, rate: float, 
         "submit_ms": run["submit_s"] / tasks * 1000,
         "e2e_per_s": run["e2e_per_s"],
         "latency": run["latency"],
+        "cpu": run["cpu"],
     }
 
 
@@ -190,6 +196,8 @@ def report(results: dict[str, dict[str, Any]], rate: float, alone: dict[str, flo
     if "messaging rabbitmq" in results:
         ratio = results["messaging rabbitmq"]["e2e_per_s"] / vanilla["e2e_per_s"]
         print(f"messaging rabbitmq throughput: {ratio:.2f}x vanilla Celery on the same RabbitMQ (goal ≥ 0.8x)")
+    for label, r in results.items():
+        print(f"end-to-end, {label}: {r['cpu']}")
     p50 = {label: percentile(r["latency"], 50) * 1000 for label, r in results.items()}
     print("enqueue→start p50 (ms): " + ", ".join(f"{k} {v:.1f}" for k, v in p50.items()))
 

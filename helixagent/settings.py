@@ -48,7 +48,14 @@ def database_settings(url: str) -> dict[str, Any]:
         "PORT": str(parts.port or 5432),
         "CONN_MAX_AGE": 60,
         "CONN_HEALTH_CHECKS": False,  # a broken connection fails one request or task, then is replaced
-        "OPTIONS": {"connect_timeout": 5},
+        # Django's cursors bind parameters on the client and are never prepared; the hot statements
+        # of helixagent.prepared bind on the server and are prepared at once. They find their rows
+        # by primary key, so one generic plan serves every call instead of planning each again.
+        "OPTIONS": {
+            "connect_timeout": 5,
+            "prepare_threshold": 0,
+            "options": "-c plan_cache_mode=force_generic_plan",
+        },
     }
 
 

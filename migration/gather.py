@@ -20,6 +20,8 @@ from django.db import connection
 from django.db.models import Model
 from django.db.models.fields import AutoFieldMixin
 
+from helixagent import prepared
+
 _local = threading.local()
 
 
@@ -63,9 +65,7 @@ class Statement:
         withs = ", ".join(f"{name} AS ({statement})" for name, statement, _ in self.members)
         select = ", ".join(f"(SELECT id FROM {name})" for name in self.returning) or "1"
         params = [param for _name, _statement, member_params in self.members for param in member_params]
-        with connection.cursor() as cursor:
-            cursor.execute(f"WITH {withs} SELECT {select}", params)
-            row = cursor.fetchone()
+        row = prepared.fetchone(f"WITH {withs} SELECT {select}", params)
         returned = dict(zip(self.returning, row or (), strict=False))
         for callback in self._after:
             callback(returned)

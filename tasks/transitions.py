@@ -18,6 +18,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from helixagent import prepared
 from migration import events
 from tasks import states
 from tasks.models import Task, TaskEvent
@@ -82,9 +83,7 @@ def _row_reading(vendor: str) -> tuple[list[str], list[tuple[int, list[Any], Any
 
 def _fetch_task(statement: str, params: list[Any]) -> Task | None:
     """Run a transition statement and build the returned row, if any, into a :class:`Task`."""
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-        row = cursor.fetchone()
+    row = prepared.fetchone(statement, params)
     if row is None:
         return None
     names, converters = _row_reading(connection.vendor)

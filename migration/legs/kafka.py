@@ -34,12 +34,13 @@ COMMIT_INTERVAL = 1.0
 PUBLISH_TIMEOUT = 10.0
 
 
-def producer_config(servers: str) -> dict[str, Any]:
+def producer_config(servers: str, linger_ms: int = 1) -> dict[str, Any]:
+    """An idempotent ``acks=all`` producer; ``linger_ms`` is how long it gathers a batch."""
     return {
         "bootstrap.servers": servers,
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": 1,
+        "linger.ms": linger_ms,
         "message.timeout.ms": int(PUBLISH_TIMEOUT * 1000),
         "logger": log,
     }
