@@ -68,7 +68,9 @@ def flush(timeout: float = 10.0) -> int:
     return _get_producer().flush(timeout) if _producer is not None else 0
 
 
-@worker_process_shutdown.connect
 def _flush_on_exit(**_: Any) -> None:
     """A pool process ends with ``os._exit``, which skips ``atexit``: hand over what it gathered."""
     flush(5.0)
+
+
+worker_process_shutdown.connect(_flush_on_exit, weak=False)
