@@ -23,6 +23,7 @@ import functools
 import json
 import select
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from kombu.transport import virtual
@@ -43,6 +44,10 @@ log = get_logger("migration.router")
 LEG_RETRY = 5.0
 #: longest single wait on a broker while idle (PostgreSQL NOTIFYs are checked between waits).
 BROKER_WAIT = 0.05
+#: shadow copies are checked against their rows this many at a time, in one query, or once the
+#: first has waited ``SHADOW_WAIT`` seconds; the rows are marked checked at most that often too.
+SHADOW_BATCH = 32
+SHADOW_WAIT = 0.2
 
 
 def current_state() -> Snapshot:
@@ -55,6 +60,14 @@ def current_state() -> Snapshot:
 
 def is_task_queue(queue: str) -> bool:
     return queue.startswith(QUEUE_PREFIX + ".")
+
+
+def _task_id(message: dict[str, Any]) -> str | None:
+    """The task id a copy names, in canonical form; None when it is not a UUID at all."""
+    try:
+        return str(uuid.UUID(str((message.get("headers") or {}).get("id"))))
+    except ValueError:
+        return None
 
 
 def leg_tag(leg: str, generation: int, tag: str) -> str:
@@ -131,7 +144,10 @@ class Channel(pgqueue.Channel):
         self._retry_at: dict[str, float] = {}
         self._task_queues: set[str] = set()
         self._rotation = 0
-        self._shadows_seen: list[str] = []
+        self._shadows: list[tuple[str, int, dict[str, Any], str]] = []  # (leg, generation, message, tag)
+        self._shadows_since = 0.0
+        self._shadows_seen: list[str] = []  # task ids whose shadow copy was checked
+        self._marked_at = 0.0
 
     # -- legs --------------------------------------------------------------------------------
     def leg(self, name: str) -> Leg | None:
@@ -256,7 +272,7 @@ class Channel(pgqueue.Channel):
                     message, tag = leg.fetch(queue)
                     if self._runs_here(name, message, snapshot):
                         return self._delivered(name, message, tag)
-                    self._check_shadow(name, leg, message, tag)
+                    self._hold_shadow(name, message, tag)
             except Empty:
                 continue
             except LegUnavailable as exc:
@@ -274,36 +290,74 @@ class Channel(pgqueue.Channel):
             message["properties"]["delivery_tag"] = leg_tag(leg, self.generations[leg], tag)
         return message
 
-    def _check_shadow(self, leg_name: str, leg: Leg, message: dict[str, Any], tag: str) -> None:
-        """The copy the split did not pick: compare it with its task row, then acknowledge it.
+    def _hold_shadow(self, leg_name: str, message: dict[str, Any], tag: str) -> None:
+        """Keep the copy the split did not pick until :meth:`check_shadows` compares a batch of
+        them with their task rows in one query (it stays unacknowledged until then)."""
+        self._shadows.append((leg_name, self.generations.get(leg_name, 0), message, tag))
+        if len(self._shadows) == 1:
+            self._shadows_since = time.monotonic()
+        if len(self._shadows) >= SHADOW_BATCH:
+            self.check_shadows()
 
-        If the database cannot be read the copy goes back to its queue, to be checked later."""
+    def check_shadows(self, older_than: float = 0.0) -> None:
+        """Compare held shadow copies with their task rows (exists, same type, same payload
+        checksum), then acknowledge them; with ``older_than``, only once the first has waited
+        that long. If the database cannot be read the copies go back to their queues."""
+        if not self._shadows or time.monotonic() - self._shadows_since < older_than:
+            return
         from django.db import close_old_connections
 
-        from migration import verifier
         from tasks.models import Task
 
-        headers = message.get("headers") or {}
-        task_id = str(headers.get("id"))
+        held, self._shadows = self._shadows, []
+        ids = {task_id for task_id in (_task_id(message) for _leg, _gen, message, _tag in held) if task_id}
         try:
-            row = Task.objects.filter(pk=task_id).values_list("task_type", "payload").first()
-            if row is None:
-                verifier.record("orphan_copy", task_id, leg_name, "a shadow copy without a task row")
-            else:
-                mismatch = verifier.problem(row[0], row[1], headers)
-                if mismatch:
-                    verifier.record("mismatch", task_id, leg_name, mismatch)
-                self._shadows_seen.append(task_id)
+            rows = {
+                str(pk): (kind, payload)
+                for pk, kind, payload in Task.objects.filter(pk__in=ids).values_list("pk", "task_type", "payload")
+            }
         except Exception as exc:
-            log.warning("router.shadow_check_failed", extra={"task_id": task_id, "error": str(exc)})
+            log.warning("router.shadow_check_failed", extra={"count": len(held), "error": str(exc)})
             close_old_connections()
-            leg.requeue(tag)
+            for name, generation, _message, tag in held:
+                leg = self._leg_of(name, generation)
+                if leg is not None:
+                    leg.requeue(tag)
             return
-        leg.ack(tag)
+        for name, generation, message, tag in held:
+            leg = self._leg_of(name, generation)
+            try:
+                self._compare_shadow(name, message, rows)
+            except Exception as exc:
+                log.warning("router.shadow_check_failed", extra={"leg": name, "error": str(exc)})
+                close_old_connections()
+                if leg is not None:
+                    leg.requeue(tag)
+                continue
+            if leg is not None:
+                leg.ack(tag)
 
-    def flush_shadow_marks(self) -> None:
-        """Record on the task rows, in one statement, which shadow copies were checked."""
-        if not self._shadows_seen:
+    def _compare_shadow(self, leg_name: str, message: dict[str, Any], rows: dict[str, tuple[str, Any]]) -> None:
+        from migration import verifier
+
+        headers = message.get("headers") or {}
+        task_id = _task_id(message) or str(headers.get("id"))
+        row = rows.get(task_id)
+        if row is None:
+            verifier.record("orphan_copy", task_id, leg_name, "a shadow copy without a task row")
+            return
+        mismatch = verifier.problem(row[0], row[1], headers)
+        if mismatch:
+            verifier.record("mismatch", task_id, leg_name, mismatch)
+        self._shadows_seen.append(task_id)
+
+    def _leg_of(self, name: str, generation: int) -> Leg | None:
+        return self.legs[name] if name == modes.POSTGRESQL else self.broker_leg(name, generation)
+
+    def flush_shadow_marks(self, older_than: float = 0.0) -> None:
+        """Record on the task rows, in one statement, which shadow copies were checked (with
+        ``older_than``, only once that many seconds have passed since the last time)."""
+        if not self._shadows_seen or time.monotonic() - self._marked_at < older_than:
             return
         from django.db import close_old_connections
         from django.utils import timezone
@@ -311,6 +365,7 @@ class Channel(pgqueue.Channel):
         from tasks.models import Task
 
         ids, self._shadows_seen = self._shadows_seen, []
+        self._marked_at = time.monotonic()
         try:
             Task.objects.filter(pk__in=ids).update(shadow_checked_at=timezone.now())
         except Exception as exc:  # only the verifier's bookkeeping: it reports the copy as missing
@@ -318,6 +373,8 @@ class Channel(pgqueue.Channel):
             close_old_connections()
 
     def close(self) -> None:
+        self.check_shadows()
+        self.flush_shadow_marks()
         for name in [n for n in self.legs if n != modes.POSTGRESQL]:
             try:
                 self.legs.pop(name).close()
@@ -336,6 +393,8 @@ class Transport(pgqueue.Transport):
     def _idle_wait(self, wait: float) -> None:
         """Wait for a NOTIFY or a broker message: on all their sockets at once where every client
         has one, else on each in short turns (Kafka's client exposes no socket)."""
+        for channel in self.channels:  # nothing to run: settle the shadow copies held so far
+            channel.check_shadows()
         brokers = [(channel, name, leg) for channel in self.channels for name, leg in channel.consuming_brokers()]
         if not brokers:
             self._wake(self.waiter.wait(wait))
@@ -366,7 +425,8 @@ class Transport(pgqueue.Transport):
     def _maintain(self) -> None:
         super()._maintain()
         for channel in self.channels:
-            channel.flush_shadow_marks()
+            channel.check_shadows(older_than=SHADOW_WAIT)
+            channel.flush_shadow_marks(older_than=SHADOW_WAIT)
             for name, leg in list(channel.consuming_brokers()):
                 try:
                     leg.flush()

@@ -50,6 +50,10 @@ SWEEP_INTERVAL = 30.0
 EXPIRY_GRACE = 60.0
 #: longest time between two renewals of leases and queue liveness.
 RENEW_INTERVAL = 10.0
+#: a busy consuming loop deletes acknowledged rows this many at a time, or once the first has
+#: waited ``ACK_WAIT`` seconds (an acknowledged row stays leased, so no one claims it meanwhile).
+ACK_BATCH = 32
+ACK_WAIT = 0.1
 
 
 def row_id(delivery_tag: str) -> int:
@@ -116,6 +120,7 @@ class Channel(virtual.Channel):
         self._bindings: dict[str, tuple[str, list[tuple[str, str, str]]]] = {}
         self._ttl: dict[str, float | None] = {}
         self._acked: list[int] = []
+        self._acked_since = 0.0
         self._acked_lock = threading.Lock()
 
     # -- the kombu virtual contract ----------------------------------------------------------
@@ -241,13 +246,18 @@ class Channel(virtual.Channel):
     def ack_later(self, message_id: int) -> None:
         """Acknowledge a row; the DELETE is batched with others (see :meth:`flush_acks`)."""
         with self._acked_lock:
+            if not self._acked:
+                self._acked_since = time.monotonic()
             self._acked.append(message_id)
 
-    def flush_acks(self) -> None:
-        """Delete acknowledged rows in one statement. Runs before every claim of the consuming
-        loop, at size queries and at close; a row whose DELETE is lost in a crash is delivered
-        again and its task's claim finds nothing to do."""
+    def flush_acks(self, batched: bool = False) -> None:
+        """Delete acknowledged rows in one statement: with ``batched``, only once ``ACK_BATCH``
+        are waiting or the first has waited ``ACK_WAIT`` seconds (the consuming loop under load);
+        without, at once (before the loop waits idle, at size queries and at close). A row whose
+        DELETE is lost in a crash is delivered again and its task's claim finds nothing to do."""
         with self._acked_lock:
+            if batched and len(self._acked) < ACK_BATCH and time.monotonic() - self._acked_since < ACK_WAIT:
+                return
             ids, self._acked = self._acked, []
         if ids:
             self.store.ack(ids)
@@ -349,6 +359,8 @@ class Transport(virtual.Transport):
                 self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]
                 return
             except Empty:
+                for channel in self.channels:
+                    channel.flush_acks()
                 elapsed = time.monotonic() - started
                 if timeout is not None and elapsed >= timeout:
                     raise TimeoutError() from None
@@ -361,7 +373,7 @@ class Transport(virtual.Transport):
 
     def _maintain(self) -> None:
         for channel in self.channels:
-            channel.flush_acks()
+            channel.flush_acks(batched=True)
         now = time.monotonic()
         if now - self._renewed_at >= self.lease_interval:
             self._renewed_at = now
