@@ -12,11 +12,34 @@ application and PostgreSQL (PgBouncer in ``transaction`` mode) must be given ses
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from django.db import connection
+
+_PLACEHOLDER = re.compile(r"%[s%]")
+
+
+@functools.lru_cache(maxsize=256)
+def numbered(statement: str) -> str:
+    """``statement`` with its ``%s`` placeholders as ``$1, $2, …`` (and ``%%`` as ``%``).
+
+    Converted once per statement text: psycopg caches its own conversion only for statements of
+    at most 50 parameters, and a gathered submit has more, so it would parse the text every call.
+    """
+    count = 0
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal count
+        if match.group() == "%%":
+            return "%"
+        count += 1
+        return f"${count}"
+
+    return _PLACEHOLDER.sub(replace, statement)
 
 
 def fetchone(statement: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
@@ -27,6 +50,6 @@ def fetchone(statement: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
             row = cursor.fetchone()
         return tuple(row) if row is not None else None
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(statement, params, prepare=True)
+    with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
+        cursor.execute(numbered(statement), params, prepare=True)
         return cursor.fetchone()
