@@ -144,7 +144,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4
-CELERY_WORKER_SEND_TASK_EVENTS = True
+# Task events cost the consuming loop a publish per received, started and finished task, so they
+# are off as in Celery's default. Flower switches them on in every worker it sees (when it starts,
+# then every 5 s); `make run` starts its worker with `-E` so Flower shows every task from the first.
+CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_SEND_SENT_EVENT = False
 CELERY_TASK_DEFAULT_QUEUE = "helixagent.tasks.background"
 # SPEC §5 topology: one direct exchange, the five queues bound by their own names.

@@ -20,7 +20,7 @@ pids=()
 cleanup() { trap - EXIT INT TERM; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
-"$BIN/celery" -A helixagent worker --loglevel INFO --concurrency "${HELIX_WORKER_CONCURRENCY:-2}" \
+"$BIN/celery" -A helixagent worker -E --loglevel INFO --concurrency "${HELIX_WORKER_CONCURRENCY:-2}" \
   --hostname "worker@%h" >"$LOGS/worker.log" 2>&1 &
 pids+=($!)
 FLOWER_UNAUTHENTICATED_API=true "$BIN/celery" -A helixagent flower --address=127.0.0.1 --port="$FLOWER_PORT" \

@@ -52,6 +52,14 @@ def test_run_script_serves_tasks_on_sqlite_with_flower(tmp_path: Path) -> None:
         wait_for(lambda: (call(url, token[1]) or {}).get("status") == "completed", 60, what="completed task")
         workers = wait_for(lambda: call(f"http://127.0.0.1:{flower_port}/api/workers?refresh=1"), 60, what="flower")
         assert any(name.startswith("worker@") for name in workers), workers
+        # its worker sends task events from the start (`-E`): a task run now shows up in Flower
+        watched = call(f"http://127.0.0.1:{api_port}/v1/tasks", token[1], {"task_type": "noop"})
+        assert watched, "the second task was not accepted"
+
+        def state_in_flower() -> Any:
+            return ((call(f"http://127.0.0.1:{flower_port}/api/tasks") or {}).get(watched["id"]) or {}).get("state")
+
+        wait_for(lambda: state_in_flower() == "SUCCESS", 60, what="the task's success in flower")
         assert (tmp_path / "var" / "helixagent.sqlite3").exists()
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -64,12 +64,19 @@ def test_flower_shows_the_worker_and_its_tasks(
     try:
         wait_for(lambda: answers(f"http://127.0.0.1:{port}/healthcheck"), 30, what="flower up")
         start_worker("watched", **migration_mode.env)
-        task_id = submit(api, "echo", {"seen": True})
-        wait_status(task_id, "completed")
         workers = wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/workers?refresh=1"), 30, what="workers")
         assert any(name.startswith("watched@") for name in workers), workers
-        tasks = wait_for(lambda: get_json(f"http://127.0.0.1:{port}/api/tasks"), 30, what="task events in flower")
-        assert tasks[task_id]["state"] == "SUCCESS"
+        # Workers start with task events off (Celery's default); Flower switches them on in every
+        # worker it sees within its 5 s interval, and the tasks run from then on show up.
+        submitted: list[str] = []
+
+        def succeeded_in_flower() -> bool:
+            submitted.append(submit(api, "echo", {"seen": True}))
+            wait_status(submitted[-1], "completed")
+            tasks = get_json(f"http://127.0.0.1:{port}/api/tasks") or {}
+            return any(tasks.get(task_id, {}).get("state") == "SUCCESS" for task_id in submitted)
+
+        wait_for(succeeded_in_flower, 30, 0.5, what="a task in flower")
     finally:
         flower.terminate()
         flower.wait(20)
