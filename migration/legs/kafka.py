@@ -32,6 +32,8 @@ EVENTS_TOPIC = "helixagent.events.tasks"
 GROUP = "helixagent-group"
 COMMIT_INTERVAL = 1.0
 PUBLISH_TIMEOUT = 10.0
+#: most messages taken from the consumer's local queue per wait.
+PREFETCH = 200
 
 
 def producer_config(servers: str, linger_ms: int = 1) -> dict[str, Any]:
@@ -154,11 +156,17 @@ class KafkaLeg(Leg):
         return message, tag
 
     def wait(self, timeout: float) -> None:
+        """Read what the broker has sent; block up to ``timeout`` for the first message only.
+
+        ``consume(n, timeout)`` blocks until it has ``n`` messages or the timeout passes, so
+        waiting with it would hold a lone new message for the whole turn: the first message is
+        awaited with ``poll``, the rest taken without blocking."""
         if self.consumer is None:
             time.sleep(timeout)
             return
         try:
-            records = self.consumer.consume(num_messages=200, timeout=timeout)
+            first = self.consumer.poll(timeout)
+            records = [] if first is None else [first, *self.consumer.consume(num_messages=PREFETCH - 1, timeout=0)]
         except KafkaException as exc:
             raise LegUnavailable(f"kafka: {exc}") from exc
         for record in records:
