@@ -120,6 +120,8 @@ def cpu_seconds() -> dict[str, float]:
             continue  # the process ended meanwhile
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z":  # ended, not yet reaped: no command line left to group it by
+            continue
         seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         if int(entry.name) == os.getpid():
             group = "producer"
