@@ -28,6 +28,8 @@ _LONG = Struct(">I")
 _INT = Struct(">i")
 _LONGLONG = Struct(">q")
 _DOUBLE = Struct(">d")
+#: header names already encoded as short strings: a handful, written into every message.
+_NAMES: dict[str, bytes] = {}
 
 # Basic content properties in wire order (bit 15 downwards) with their AMQP types: ``s`` short
 # string, ``F`` field table, ``o`` octet. Later properties (expiration, timestamp, …) are not used.
@@ -93,7 +95,7 @@ def _table(table: Mapping[str, Any]) -> bytes:
         name = _NAMES.get(key)
         if name is None:
             name = _short_string(key)
-            if len(_NAMES) < 1024:  # header names come from code: a handful, seen on every message
+            if len(_NAMES) < 1024:  # names come from code; the bound only guards against a surprise
                 _NAMES[key] = name
         out.append(name)
         if type(value) is str:  # most header values: the common case first
@@ -103,9 +105,6 @@ def _table(table: Mapping[str, Any]) -> bytes:
             _item(value, out)
     data = b"".join(out)
     return _LONG.pack(len(data)) + data
-
-
-_NAMES: dict[str, bytes] = {}
 
 
 def _item(value: Any, out: list[bytes]) -> None:
