@@ -1,0 +1,92 @@
+"""Where a dual_write submit spends its time beyond legacy's: each part switched off in turn.
+
+No worker runs. Each round times ``--tasks`` submits (until every broker copy is confirmed and
+every mirrored event acknowledged) in legacy, in dual_write 50 %, and in dual_write 50 % with
+the Kafka mirror of task events off, with the outbox publisher thread off (its records stay
+in the outbox, as if the publisher had died), and with both off; the rounds alternate and the
+medians are printed. What is left with both off is the outbox record written in the submit.
+
+Usage: ``python -m bench.dual_write_parts`` with the variables of ``scripts/services.sh env`` set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bench.common import fresh_database, machine, median
+from bench.modes import purge_brokers, set_mode
+
+#: name: (mode, Kafka mirror on, outbox publisher on)
+VARIANTS = {
+    "legacy": ("legacy", True, True),
+    "dual_write": ("dual_write", True, True),
+    "dual_write, no mirror": ("dual_write", False, True),
+    "dual_write, no publisher": ("dual_write", True, False),
+    "dual_write, neither": ("dual_write", False, False),
+}
+
+
+def timed_submits(mode: str, count: int, mirror: bool, publisher: bool) -> float:
+    """ms per submit, with the mirror and the publisher thread on or off."""
+    from migration import events, outbox
+    from migration.models import OutboxMessage
+    from tasks import service
+    from tasks.models import Task
+
+    set_mode(mode, 50, "rabbitmq")
+    saved: tuple[Callable[..., Any], Callable[..., Any]] = (events.mirror, outbox.publisher.send)
+    if not mirror:
+        events.mirror = lambda *args, **kwargs: None
+    if not publisher:
+        outbox.publisher.send = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        started = time.perf_counter()
+        for _ in range(count):
+            service.submit({"task_type": "noop"})
+        outbox.publisher.flush(30)
+        events.flush(30)
+        elapsed = time.perf_counter() - started
+    finally:
+        events.mirror, outbox.publisher.send = saved  # type: ignore[method-assign]
+    Task.objects.all().delete()
+    OutboxMessage.objects.all().delete()
+    purge_brokers()
+    return elapsed / count * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=500, help="submits per variant and round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    base = os.environ.get("DATABASE_URL", "")
+    if not base.startswith("postgresql://") or not os.environ.get("RABBITMQ_URL"):
+        raise SystemExit('DATABASE_URL and RABBITMQ_URL must be set: eval "$(scripts/services.sh env)" first')
+    print(f"# machine: {machine()}")
+    os.environ["DATABASE_URL"] = fresh_database(base, "helixagent_bench_parts")
+    os.environ["AUTO_ROLLBACK"] = "false"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for _ in range(args.rounds):
+        for name, (mode, mirror, publisher) in VARIANTS.items():
+            samples[name].append(timed_submits(mode, args.tasks, mirror, publisher))
+    legacy = median(samples["legacy"])
+    print(f"\n| {args.tasks} submits, no worker, medians of {args.rounds} rounds | ms per submit | vs legacy |")
+    print("|---|---|---|")
+    for name in VARIANTS:
+        value = median(samples[name])
+        print(f"| {name} | {value:.2f} | {value / legacy:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
