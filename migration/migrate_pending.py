@@ -129,7 +129,7 @@ def _move_batch(leg: Leg, broker: str, batch_size: int) -> int:
         )
         if not rows:
             return 0
-        leg.publish_batch([(queue, json.loads(payload)) for _id, queue, payload, _mid in rows])
+        leg.publish_batch((queue, json.loads(payload)) for _id, queue, payload, _mid in rows)  # decoded as sent
         ids = [row[0] for row in rows]
         connection = transaction.get_connection()
         if connection.vendor == "postgresql":

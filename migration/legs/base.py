@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 #: the direct exchange every task queue is bound to, on RabbitMQ as on the PostgreSQL queue.
@@ -35,7 +35,7 @@ class Leg(ABC):
     def publish(self, queue: str, message: dict[str, Any]) -> None:
         """Store ``message`` for ``queue``; returns once the broker has confirmed it."""
 
-    def publish_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def publish_batch(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Publish ``(queue, message)`` pairs; returns once the broker has confirmed all of them,
         or raises :class:`LegUnavailable` (some may have been stored: a copy published twice is
         harmless, the claim on the task row runs a task once). Brokers that can pipeline

@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -85,7 +85,7 @@ class KafkaLeg(Leg):
     def publish(self, queue: str, message: dict[str, Any]) -> None:
         self.publish_batch([(queue, message)])
 
-    def publish_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def publish_batch(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Produce every message, then wait once for all delivery reports (``acks=all``)."""
         errors: list[KafkaError] = []
 

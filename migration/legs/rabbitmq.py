@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import amqp
@@ -82,23 +82,25 @@ class RabbitMQLeg(Leg):
     def publish(self, queue: str, message: dict[str, Any]) -> None:
         self.publish_batch([(queue, message)])
 
-    def publish_batch(self, items: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def publish_batch(self, items: Iterable[tuple[str, dict[str, Any]]]) -> None:
         """Publish every message, then wait for the broker's confirms of all of them at once
         (RabbitMQ acknowledges publishes in order, often several with one ``multiple`` ack).
 
-        The batch is encoded first (:mod:`migration.legs.amqp_frames`) and written in a few
-        large writes, so a message that cannot be encoded leaves the channel's count of publishes
-        untouched."""
+        Messages are encoded (:mod:`migration.legs.amqp_frames`) and written :data:`WRITE_EVERY`
+        at a time, so the broker works on the start of a large batch while the rest is still
+        being encoded (``items`` may be a generator that decodes them)."""
         try:
             if not self.channel.is_open:
                 raise LegUnavailable("rabbitmq: the channel is closed")
             connection = self.conn.connection
-            frames = [self._frames(connection.frame_max, queue, message) for queue, message in items]
-            for start in range(0, len(frames), WRITE_EVERY):
-                connection.transport.write(b"".join(frames[start : start + WRITE_EVERY]))
-            for _ in frames:
-                self._published += 1
-                self._unconfirmed.add(self._published)
+            frames: list[bytes] = []
+            for queue, message in items:
+                frames.append(self._frames(connection.frame_max, queue, message))
+                if len(frames) == WRITE_EVERY:
+                    self._write(frames)
+                    frames = []
+            if frames:
+                self._write(frames)
             deadline = time.monotonic() + CONFIRM_TIMEOUT
             while self._unconfirmed and not self._nacked:
                 left = deadline - time.monotonic()
@@ -117,6 +119,13 @@ class RabbitMQLeg(Leg):
             self._unconfirmed.clear()
         if nacked:
             raise LegUnavailable("rabbitmq: the broker refused (nacked) a publish")
+
+    def _write(self, frames: list[bytes]) -> None:
+        """Send encoded publishes in one write and number them as the channel does (from 1)."""
+        self.conn.connection.transport.write(b"".join(frames))
+        first = self._published + 1
+        self._published += len(frames)
+        self._unconfirmed.update(range(first, self._published + 1))
 
     def _confirmed(self, tag: int, multiple: bool) -> None:
         if multiple:  # every publish up to ``tag``: each sequence number is visited once
