@@ -47,6 +47,19 @@ def fresh_database(base_url: str, name: str) -> str:
     return urlunparse(urlparse(base_url)._replace(path=f"/{name}"))
 
 
+def django_on_fresh_database(base_url: str, name: str) -> None:
+    """Point this process's Django at a fresh database ``name`` beside ``base_url``'s, set
+    Django up and migrate the database."""
+    os.environ["DATABASE_URL"] = fresh_database(base_url, name)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
 def start_worker(
     app: str, env: dict[str, str], log: Path, concurrency: int = 8, pool: str = "threads", queues: str | None = None
 ) -> subprocess.Popen[bytes]:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import fresh_database, machine, median
+from bench.common import django_on_fresh_database, machine, median
 from bench.modes import purge_brokers, set_mode
 
 #: name: (mode, Kafka mirror on, outbox publisher on)
@@ -67,15 +67,8 @@ def main() -> None:
     if not base.startswith("postgresql://") or not os.environ.get("RABBITMQ_URL"):
         raise SystemExit('DATABASE_URL and RABBITMQ_URL must be set: eval "$(scripts/services.sh env)" first')
     print(f"# machine: {machine()}")
-    os.environ["DATABASE_URL"] = fresh_database(base, "helixagent_bench_parts")
     os.environ["AUTO_ROLLBACK"] = "false"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_on_fresh_database(base, "helixagent_bench_parts")
     samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for _ in range(args.rounds):
         for name, (mode, mirror, publisher) in VARIANTS.items():

@@ -24,7 +24,7 @@ import os
 import time
 from typing import Any
 
-from bench.common import RESULTS, fresh_database, machine, median, percentile, start_worker, stop, summary_ms
+from bench.common import RESULTS, django_on_fresh_database, machine, median, percentile, start_worker, stop, summary_ms
 from bench.legacy import helixagent_round, vanilla_round
 
 #: (label, mode, rabbitmq_percent, broker)
@@ -160,14 +160,7 @@ def main() -> None:
     # rollback's latency threshold, and a rollback mid-run would measure legacy under another
     # label. The benchmark measures each mode as set, and checks that it stayed set.
     os.environ["AUTO_ROLLBACK"] = "false"
-    os.environ["DATABASE_URL"] = fresh_database(base, "helixagent_bench_modes")
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_on_fresh_database(base, "helixagent_bench_modes")
     wanted = set(args.only.split(",")) if args.only else None
     print("# vanilla Celery on RabbitMQ …", flush=True)
     results = {"vanilla Celery (RabbitMQ)": run_vanilla(rabbitmq_url, args.tasks, args.latency_tasks, args.rate, pool)}

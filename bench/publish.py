@@ -20,7 +20,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import RESULTS, cpu_per_task, cpu_seconds, fresh_database, machine, median
+from bench.common import RESULTS, cpu_per_task, cpu_seconds, django_on_fresh_database, machine, median
 
 
 def vanilla_confirmed(rabbitmq_url: str, count: int) -> float:
@@ -124,15 +124,8 @@ def main() -> None:
         raise SystemExit('DATABASE_URL and RABBITMQ_URL must be set: eval "$(scripts/services.sh env)" first')
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"# machine: {machine()}")
-    os.environ["DATABASE_URL"] = fresh_database(base, "helixagent_bench_publish")
     os.environ["MESSAGING_BROKER"] = "rabbitmq"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_on_fresh_database(base, "helixagent_bench_publish")
     vanilla = vanilla_confirmed(rabbitmq_url, args.messages)
     ours = ours_confirmed(args.messages, args.batch)
     print(f"\n| confirmed publish, {args.messages} messages to RabbitMQ | messages/s |")
