@@ -32,7 +32,7 @@ _DOUBLE = Struct(">d")
 _NAMES: dict[str, bytes] = {}
 
 # Basic content properties in wire order (bit 15 downwards) with their AMQP types: ``s`` short
-# string, ``F`` field table, ``o`` octet. Later properties (expiration, timestamp, …) are not used.
+# string, ``F`` field table, ``o`` octet. The later ones (timestamp, type, …) are not used.
 _PROPERTIES = (
     ("content_type", "s"),
     ("content_encoding", "s"),
@@ -98,11 +98,7 @@ def _table(table: Mapping[str, Any]) -> bytes:
             if len(_NAMES) < 1024:  # names come from code; the bound only guards against a surprise
                 _NAMES[key] = name
         out.append(name)
-        if type(value) is str:  # most header values: the common case first
-            data = value.encode("utf-8", "surrogatepass")
-            out.append(b"S" + _LONG.pack(len(data)) + data)
-        else:
-            _item(value, out)
+        _item(value, out)
     data = b"".join(out)
     return _LONG.pack(len(data)) + data
 
