@@ -62,8 +62,12 @@ rabbitmq_up() {
   fi
   wait_port RabbitMQ 5672 60
   local i
-  for ((i = 0; i < 60; i++)); do rabbitmqctl -q ping >/dev/null 2>&1 && return 0; sleep 0.5; done
-  say "RabbitMQ does not answer rabbitmqctl ping"; return 1
+  for ((i = 0; i < 60; i++)); do rabbitmqctl -q ping >/dev/null 2>&1 && break; sleep 0.5; done
+  ((i < 60)) || { say "RabbitMQ does not answer rabbitmqctl ping"; return 1; }
+  # HelixAgent's queues in classic queue storage version 2 (RabbitMQ 3.10+; the default from 4.0),
+  # which RabbitMQ recommends for new deployments. A policy also converts queues declared
+  # before it. Confirmed publishing to one queue is about a fifth faster here (docs/benchmarks.md).
+  rabbitmqctl -q set_policy --apply-to queues helixagent-queues '^helixagent\.' '{"queue-version": 2}' >/dev/null
 }
 
 kafka_libs() {

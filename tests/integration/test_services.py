@@ -9,6 +9,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from kombu import Connection
 
+from migration.legs.rabbitmq import RabbitMQLeg
+from tasks.routing import ALL_QUEUES
 from tests.conftest import ROOT, require_env
 
 
@@ -25,6 +27,22 @@ def test_services_up_prints_only_export_lines_on_stdout() -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines and all(line.startswith("export ") for line in lines), result.stdout
+
+
+def test_rabbitmq_task_queues_use_classic_queue_storage_version_2() -> None:
+    """scripts/services.sh applies its policy to every HelixAgent queue, declared before or after."""
+    with Connection(require_env("RABBITMQ_URL"), connect_timeout=10) as conn:
+        RabbitMQLeg.declare_topology(conn.default_channel)
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "name", "policy"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    policies = dict(line.split("\t")[:2] for line in result.stdout.splitlines()[1:] if "\t" in line)
+    assert all(policies[queue] == "helixagent-queues" for queue in ALL_QUEUES), policies
+    definition = subprocess.run(
+        ["rabbitmqctl", "-q", "list_policies"], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert any("helixagent-queues" in line and '"queue-version":2' in line for line in definition.splitlines())
 
 
 def test_rabbitmq_carries_a_message_through_py_amqp() -> None:

@@ -21,3 +21,12 @@ def test_compose_ports_match_the_native_services() -> None:
     services = yaml.safe_load(COMPOSE.read_text())["services"]
     ports = {name: [p.split(":")[-1] for p in svc["ports"]] for name, svc in services.items()}
     assert "5432" in ports["postgres"] and "5672" in ports["rabbitmq"] and "9092" in ports["kafka"]
+
+
+def test_compose_rabbitmq_creates_classic_queues_in_storage_version_2() -> None:
+    """The same storage version scripts/services.sh sets with a policy."""
+    rabbitmq = yaml.safe_load(COMPOSE.read_text())["services"]["rabbitmq"]
+    source, target = rabbitmq["volumes"][0].split(":")[:2]
+    assert target.startswith("/etc/rabbitmq/conf.d/")
+    settings = (COMPOSE.parent / source).read_text().splitlines()
+    assert "classic_queue.default_version = 2" in settings
