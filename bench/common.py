@@ -120,8 +120,16 @@ CPU_GROUPS: list[tuple[str, Callable[[str, str], bool]]] = [
 
 def cpu_seconds() -> dict[str, float]:
     """CPU time (user + system) used so far by each process group, by this benchmark process
-    (``producer``) and by everything else (``other``, kernel threads included), from ``/proc``."""
+    (``producer``) and by everything else (``other``, kernel threads included), from ``/proc``.
+
+    A process counts with the CPU of the children it has reaped (``cutime``, ``cstime``), so one
+    that ends between two readings (the database backend of a closed connection, a pool child)
+    still counts, under its parent's group, for what it used after the first reading. An ended
+    child not yet reaped (a zombie, whose command line is gone) counts under its parent's group
+    until then."""
     tick = os.sysconf("SC_CLK_TCK")
+    groups: dict[int, str] = {}
+    zombies: list[tuple[int, float]] = []  # (parent pid, seconds)
     used: dict[str, float] = {name: 0.0 for name, _ in CPU_GROUPS} | {"producer": 0.0, "other": 0.0}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -133,14 +141,18 @@ def cpu_seconds() -> dict[str, float]:
             continue  # the process ended meanwhile
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] == "Z":  # ended, not yet reaped: no command line left to group it by
+        seconds = sum(int(value) for value in fields[11:15]) / tick  # utime, stime, cutime, cstime
+        if fields[0] == "Z":
+            zombies.append((int(fields[1]), seconds))
             continue
-        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         if int(entry.name) == os.getpid():
             group = "producer"
         else:
             group = next((name for name, test in CPU_GROUPS if test(comm, cmd)), "other")
+        groups[int(entry.name)] = group
         used[group] += seconds
+    for parent, seconds in zombies:
+        used[groups.get(parent, "other")] += seconds
     return used
 
 

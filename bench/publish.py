@@ -89,6 +89,7 @@ def migrate_rate(count: int) -> tuple[float, str]:
     from migration import migrate_pending, state
     from migration.legs.rabbitmq import RabbitMQLeg
     from tasks import service
+    from tasks.models import Task
 
     state.set_mode("legacy", by="bench", source="cli")
 
@@ -105,9 +106,13 @@ def migrate_rate(count: int) -> tuple[float, str]:
     progress = migrate_pending.migrate_pending(batch_size=2000)
     elapsed = time.perf_counter() - started
     assert progress.remaining == 0 and progress.failed == 0, progress
+    assert progress.migrated == count, progress
     cpu = cpu_per_task(cpu_before, cpu_seconds(), progress.migrated)
+    # The next round starts from nothing: without its tasks, which switching back to legacy
+    # would otherwise re-enqueue into PostgreSQL and move again, and with an empty queue.
+    Task.objects.all().delete()
     leg = RabbitMQLeg(get_config().messaging.rabbitmq_url)
-    leg.channel.queue_purge("helixagent.tasks.background")  # the next round starts from an empty queue
+    leg.channel.queue_purge("helixagent.tasks.background")
     leg.close()
     return progress.migrated / elapsed, cpu
 
