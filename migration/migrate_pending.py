@@ -11,6 +11,7 @@ idempotent and safe to rerun. Messages leased by a worker (being executed) are l
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -49,8 +50,9 @@ def migrate_pending(
     """Move every waiting task message to the broker; report migrated / failed / remaining.
 
     ``workers`` threads move batches side by side (``SKIP LOCKED`` keeps them apart), so one
-    batch's database work overlaps another's publishing. On Ctrl-C the threads finish the batch
-    they are in and stop."""
+    batch's database work overlaps another's publishing. Batches hold at most ``batch_size``
+    messages and are of equal size, as many for each thread (:func:`even_batch_size`). On Ctrl-C
+    the threads finish the batch they are in and stop."""
     snapshot = state.current(max_age=0)
     if snapshot.mode != modes.MESSAGING:
         raise MigrationError(
@@ -58,6 +60,7 @@ def migrate_pending(
             {"mode": snapshot.mode},
         )
     progress = Progress(remaining=waiting())
+    batch_size = even_batch_size(progress.remaining, batch_size, workers)
     lock, stop = threading.Lock(), threading.Event()
 
     def drain() -> None:
@@ -101,6 +104,17 @@ def migrate_pending(
     progress.failed = min(progress.failed, progress.remaining)
     log.info("migration.migrate_pending", extra={**progress.__dict__, "broker": snapshot.broker})
     return progress
+
+
+def even_batch_size(waiting: int, batch_size: int, workers: int) -> int:
+    """The size of equal batches, at most ``batch_size``, that give every thread as many of the
+    ``waiting`` messages: otherwise the last batch can be moved by one thread while the others
+    have nothing left (10,000 in batches of 2,000 on two threads: three turns, the last alone).
+    Messages that arrive meanwhile are moved in further batches of the same size."""
+    if waiting <= 0:
+        return batch_size
+    turns = math.ceil(waiting / (batch_size * workers))
+    return min(batch_size, math.ceil(waiting / (turns * workers)))
 
 
 # One statement for what follows the confirms: drop the moved messages, mark their tasks migrated
