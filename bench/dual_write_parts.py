@@ -4,7 +4,9 @@ No worker runs. Each round times ``--tasks`` submits (until every broker copy is
 every mirrored event acknowledged) in legacy, in dual_write 50 %, and in dual_write 50 % with
 the Kafka mirror of task events off, with the outbox publisher thread off (its records stay
 in the outbox, as if the publisher had died), and with both off; the rounds alternate and the
-medians are printed. What is left with both off is the outbox record written in the submit.
+medians are printed, with the CPU each process group spent per submit (this process, which
+runs the publisher thread and the mirror, under ``producer``). What is left with both off is
+the outbox record written in the submit.
 
 Usage: ``python -m bench.dual_write_parts`` with the variables of ``scripts/services.sh env`` set.
 """
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import django_on_fresh_database, machine, median
+from bench.common import cpu_seconds, django_on_fresh_database, machine, median
 from bench.modes import purge_brokers, set_mode
 
 #: name: (mode, Kafka mirror on, outbox publisher on)
@@ -30,8 +32,13 @@ VARIANTS = {
 }
 
 
-def timed_submits(mode: str, count: int, mirror: bool, publisher: bool) -> float:
-    """ms per submit, with the mirror and the publisher thread on or off."""
+#: process groups whose CPU per submit is reported
+CPU_COLUMNS = ("producer", "PostgreSQL", "RabbitMQ", "Kafka")
+
+
+def timed_submits(mode: str, count: int, mirror: bool, publisher: bool) -> tuple[float, dict[str, float]]:
+    """ms per submit, and CPU ms per submit by process group, with the mirror and the publisher
+    thread on or off."""
     from migration import events, outbox
     from migration.models import OutboxMessage
     from tasks import service
@@ -44,18 +51,20 @@ def timed_submits(mode: str, count: int, mirror: bool, publisher: bool) -> float
     if not publisher:
         outbox.publisher.send = lambda *args, **kwargs: None  # type: ignore[method-assign]
     try:
+        cpu_before = cpu_seconds()
         started = time.perf_counter()
         for _ in range(count):
             service.submit({"task_type": "noop"})
         outbox.publisher.flush(30)
         events.flush(30)
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_seconds()
     finally:
         events.mirror, outbox.publisher.send = saved  # type: ignore[method-assign]
     Task.objects.all().delete()
     OutboxMessage.objects.all().delete()
     purge_brokers()
-    return elapsed / count * 1000
+    return elapsed / count * 1000, {name: (cpu_after[name] - cpu_before[name]) / count * 1000 for name in CPU_COLUMNS}
 
 
 def main() -> None:
@@ -70,15 +79,22 @@ def main() -> None:
     os.environ["AUTO_ROLLBACK"] = "false"
     django_on_fresh_database(base, "helixagent_bench_parts")
     samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, dict[str, list[float]]] = {name: {group: [] for group in CPU_COLUMNS} for name in VARIANTS}
     for _ in range(args.rounds):
         for name, (mode, mirror, publisher) in VARIANTS.items():
-            samples[name].append(timed_submits(mode, args.tasks, mirror, publisher))
+            elapsed, used = timed_submits(mode, args.tasks, mirror, publisher)
+            samples[name].append(elapsed)
+            for group, value in used.items():
+                cpu[name][group].append(value)
     legacy = median(samples["legacy"])
-    print(f"\n| {args.tasks} submits, no worker, medians of {args.rounds} rounds | ms per submit | vs legacy |")
-    print("|---|---|---|")
+    groups = " | ".join(f"CPU ms, {group}" for group in CPU_COLUMNS)
+    title = f"{args.tasks} submits, no worker, medians of {args.rounds} rounds"
+    print(f"\n| {title} | ms per submit | vs legacy | {groups} |")
+    print("|---" * (3 + len(CPU_COLUMNS)) + "|")
     for name in VARIANTS:
         value = median(samples[name])
-        print(f"| {name} | {value:.2f} | {value / legacy:.2f}x |")
+        cells = " | ".join(f"{median(cpu[name][group]):.2f}" for group in CPU_COLUMNS)
+        print(f"| {name} | {value:.2f} | {value / legacy:.2f}x | {cells} |")
 
 
 if __name__ == "__main__":
