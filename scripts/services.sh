@@ -66,7 +66,7 @@ rabbitmq_up() {
   ((i < 60)) || { say "RabbitMQ does not answer rabbitmqctl ping"; return 1; }
   # HelixAgent's queues in classic queue storage version 2 (RabbitMQ 3.10+; the default from 4.0),
   # which RabbitMQ recommends for new deployments. A policy also converts queues declared
-  # before it. migrate-pending moves about a tenth more tasks per second with it (docs/benchmarks.md).
+  # before it. migrate-pending was faster with it in most paired runs (docs/benchmarks.md).
   rabbitmqctl -q set_policy --apply-to queues helixagent-queues '^helixagent\.' '{"queue-version": 2}' >/dev/null
 }
 
