@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.common import RESULTS, cpu_per_task, cpu_seconds, django_on_fresh_database, machine, median
+from bench.modes import purge_brokers
 
 
 def vanilla_confirmed(rabbitmq_url: str, count: int) -> float:
@@ -85,9 +86,7 @@ def migrate_rate(count: int) -> tuple[float, str]:
     meanwhile (``producer`` is this process, which runs migrate-pending)."""
     from django.db import connections
 
-    from helixagent.config import get_config
     from migration import migrate_pending, state
-    from migration.legs.rabbitmq import RabbitMQLeg
     from tasks import service
     from tasks.models import Task
 
@@ -109,11 +108,9 @@ def migrate_rate(count: int) -> tuple[float, str]:
     assert progress.migrated == count, progress
     cpu = cpu_per_task(cpu_before, cpu_seconds(), progress.migrated)
     # The next round starts from nothing: without its tasks, which switching back to legacy
-    # would otherwise re-enqueue into PostgreSQL and move again, and with an empty queue.
+    # would otherwise re-enqueue into PostgreSQL and move again, and with empty queues.
     Task.objects.all().delete()
-    leg = RabbitMQLeg(get_config().messaging.rabbitmq_url)
-    leg.channel.queue_purge("helixagent.tasks.background")
-    leg.close()
+    purge_brokers()
     return progress.migrated / elapsed, cpu
 
 
