@@ -6,6 +6,8 @@ of a fixed shape thousands of times per second, so :func:`fetchone` runs them as
 statements with server-side parameters on Django's own connection (same transaction, same
 error translation). Elsewhere (SQLite) it is a plain Django cursor.
 
+:data:`ASYNC_COMMIT` marks the hot writes that need not wait for the WAL flush when they commit.
+
 Prepared statements live in the server session: a transaction-pooling proxy between the
 application and PostgreSQL (PgBouncer in ``transaction`` mode) must be given session pooling.
 """
@@ -53,3 +55,12 @@ def fetchone(statement: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     with connection.wrap_database_errors, psycopg.RawCursor(connection.connection) as cursor:
         cursor.execute(numbered(statement), params, prepare=True)
         return cursor.fetchone()
+
+
+#: A condition to add to the WHERE clause of a write that need not wait for its WAL to reach disk
+#: when it commits: it sets ``synchronous_commit = off`` for the statement's own transaction. Only
+#: for writes whose loss in a database crash is harmless, never for a task's submit or outcome.
+#: PostgreSQL flushes its WAL in order, so the next durable commit of any session makes such a
+#: write durable too; a crash can lose at most the last three ``wal_writer_delay`` (600 ms by
+#: default) of them.
+ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true) IS NOT NULL"

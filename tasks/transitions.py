@@ -31,17 +31,22 @@ def _prep(model: type[Task] | type[TaskEvent], name: str, value: Any) -> Any:
 
 
 @functools.cache
-def _statement(vendor: str, update_names: tuple[str, ...], by_execution: bool, event_names: tuple[str, ...]) -> str:
+def _statement(
+    vendor: str, update_names: tuple[str, ...], by_execution: bool, event_names: tuple[str, ...], durable: bool = True
+) -> str:
     """``UPDATE … WHERE id AND status [AND execution_id] RETURNING <every column>``.
 
     On PostgreSQL the event row is inserted by the same statement (a data-modifying CTE), so
     the transition and its event are one statement and one round trip. Elsewhere the caller
     inserts the event in the same transaction. The text depends only on which fields change,
-    so it is built once per shape (and psycopg's own parse of it is cached as well).
+    so it is built once per shape (and psycopg's own parse of it is cached as well). A statement
+    that is not ``durable`` commits without waiting for the WAL flush (:data:`prepared.ASYNC_COMMIT`).
     """
     table = Task._meta.db_table
     sets = ", ".join(f'"{Task._meta.get_field(name).column}" = %s' for name in update_names)  # type: ignore[union-attr]
     where = '"id" = %s AND "status" = %s' + (' AND "execution_id" = %s' if by_execution else "")
+    if vendor == "postgresql" and not durable:
+        where += f" AND {prepared.ASYNC_COMMIT}"
     returning = ", ".join(f'"{field.column}"' for field in Task._meta.concrete_fields)
     update = f'UPDATE "{table}" SET {sets} WHERE {where} RETURNING {returning}'
     if vendor != "postgresql":
@@ -55,7 +60,12 @@ def _statement(vendor: str, update_names: tuple[str, ...], by_execution: bool, e
 
 
 def _transition_sql(
-    task_id: TaskId, from_status: str, only_execution: uuid.UUID | None, updates: dict[str, Any], event: dict[str, Any]
+    task_id: TaskId,
+    from_status: str,
+    only_execution: uuid.UUID | None,
+    updates: dict[str, Any],
+    event: dict[str, Any],
+    durable: bool = True,
 ) -> tuple[str, list[Any]]:
     """The statement of one attempt (see :func:`_statement`) and its parameters."""
     params = [_prep(Task, name, value) for name, value in updates.items()]
@@ -64,7 +74,7 @@ def _transition_sql(
         params.append(_prep(Task, "execution_id", only_execution))
     if connection.vendor == "postgresql":
         params += [_prep(TaskEvent, name, value) for name, value in event.items()]
-    statement = _statement(connection.vendor, tuple(updates), only_execution is not None, tuple(event))
+    statement = _statement(connection.vendor, tuple(updates), only_execution is not None, tuple(event), durable)
     return statement, params
 
 
@@ -103,6 +113,7 @@ def _apply(
     note: str = "",
     by: str = "",
     data: dict[str, Any] | None = None,
+    durable: bool = True,
     **updates: Any,
 ) -> Task | None:
     """Move the task to ``target`` if it is in one of ``allowed_from``; return the new row or None.
@@ -111,10 +122,13 @@ def _apply(
     writes its event row with it. With ``only_execution`` the change applies only to that
     execution, so a worker that lost its claim (its task was recovered as stuck) cannot
     overwrite the newer execution's outcome. ``note``, ``by`` and ``data`` go to the event.
+    ``durable=False`` lets a change that is its own transaction commit without waiting for the
+    WAL flush; inside the caller's transaction the change is always durable.
     """
     now = timezone.now()
     updates.update(status=target, updated_at=now)
     single_statement = connection.vendor == "postgresql"
+    durable = durable or connection.in_atomic_block
     with nullcontext() if single_statement else transaction.atomic():
         for from_status in allowed_from:
             if not states.can_transition(from_status, target):
@@ -128,7 +142,7 @@ def _apply(
                 "data": data,
                 "created_at": now,
             }
-            statement, params = _transition_sql(task_id, from_status, only_execution, updates, event)
+            statement, params = _transition_sql(task_id, from_status, only_execution, updates, event, durable)
             task = _fetch_task(statement, params)
             if task is not None:
                 if not single_statement:
@@ -183,7 +197,12 @@ def claim(task_id: TaskId, worker_id: str, source: str) -> Task | None:
 
     ``queued`` is tried first (the common case), then ``pending``, then ``queued`` once more: a
     broker copy can arrive before its publisher marks the row ``queued``, and that mark may land
-    between the first two attempts."""
+    between the first two attempts.
+
+    The claim commits without waiting for the WAL flush. A database crash can lose it, but the
+    crash costs the execution under way its outcome either way (it cannot be stored, and the
+    message is delivered again), so the task runs again whether the claim survived (recovered as
+    stuck) or not (claimed afresh). The outcome's durable commit flushes the claim before it."""
     now = timezone.now()
     fields: dict[str, Any] = {
         "execution_id": uuid.uuid4(),
@@ -194,7 +213,9 @@ def claim(task_id: TaskId, worker_id: str, source: str) -> Task | None:
         "progress": 0,
     }
     for expected in ((states.QUEUED, states.PENDING), (states.QUEUED,)):
-        task = _apply(task_id, states.RUNNING, expected, note=f"claimed from {source}", by=worker_id, **fields)
+        task = _apply(
+            task_id, states.RUNNING, expected, note=f"claimed from {source}", by=worker_id, durable=False, **fields
+        )
         if task is not None:
             return task
     return None

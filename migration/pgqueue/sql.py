@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import hashlib
 
+from helixagent.prepared import ASYNC_COMMIT
+
 # --- PostgreSQL (psycopg placeholders) ---------------------------------------------------------
+# Leases, acks and releases commit without waiting for the WAL flush (ASYNC_COMMIT): a database
+# crash that loses one makes a message visible again, and the claim on its task row keeps a task
+# that already ran from running twice. A put stays durable: it is an accepted message.
 PG_PUT = (
     "INSERT INTO helix_queue_message"
     " (queue, priority, payload, visible_at, delivery_count, expires_at, created_at, message_id)"
     " VALUES (%s, %s, %s, %s, 0, %s, %s, %s)"
 )
-PG_CLAIM = """
+PG_CLAIM = f"""
 UPDATE helix_queue_message SET visible_at = %(lease)s, delivery_count = delivery_count + 1
 WHERE id IN (
     SELECT id FROM helix_queue_message
@@ -23,12 +28,12 @@ WHERE id IN (
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-)
+) AND {ASYNC_COMMIT}
 RETURNING id, priority, payload, delivery_count
 """
-PG_ACK = "DELETE FROM helix_queue_message WHERE id = ANY(%s)"
-PG_RELEASE = "UPDATE helix_queue_message SET visible_at = %s WHERE id = ANY(%s)"
-PG_EXTEND = "UPDATE helix_queue_message SET visible_at = %s WHERE id = ANY(%s) AND visible_at > %s"
+PG_ACK = f"DELETE FROM helix_queue_message WHERE id = ANY(%s) AND {ASYNC_COMMIT}"
+PG_RELEASE = f"UPDATE helix_queue_message SET visible_at = %s WHERE id = ANY(%s) AND {ASYNC_COMMIT}"
+PG_EXTEND = f"UPDATE helix_queue_message SET visible_at = %s WHERE id = ANY(%s) AND visible_at > %s AND {ASYNC_COMMIT}"
 
 # --- SQLite (qmark placeholders; id lists are expanded by the caller) ---------------------------
 SQLITE_PUT = PG_PUT.replace("%s", "?")

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from tasks import states, transitions
 from tasks.models import Task, TaskEvent
+from tests.integration import wal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,6 +42,19 @@ def test_only_one_of_many_concurrent_claims_wins() -> None:
         thread.join()
     assert len(winners) == 1
     assert TaskEvent.objects.filter(task=task, to_status=states.RUNNING).count() == 1
+
+
+def test_a_claim_commits_without_waiting_for_the_wal_flush_and_an_outcome_waits() -> None:
+    created = [new_task() for _ in range(100)]
+    before = wal.flushes(wal.on_django)
+    claimed = [transitions.claim(task.pk, "w1", "postgresql") for task in created]
+    after_claims = wal.flushes(wal.on_django)
+    for task in claimed:
+        assert task is not None
+        transitions.complete(task, {})
+    after_outcomes = wal.flushes(wal.on_django)
+    assert after_outcomes - after_claims >= 100  # each outcome flushed before its commit returned
+    assert after_claims - before < 50  # 100 durable claims would be 100 flushes
 
 
 def test_an_outcome_only_applies_to_the_execution_that_claimed() -> None:
