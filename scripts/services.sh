@@ -5,6 +5,8 @@
 #   scripts/services.sh down     stop the three services
 #   scripts/services.sh env      print the export lines that point HelixAgent at them
 #   scripts/services.sh restart-postgres   fast restart of PostgreSQL (fault drills and tests)
+#   scripts/services.sh crash-postgres     stop PostgreSQL as a crash would (no shutdown checkpoint,
+#                                          WAL not yet written is lost), then start it: it recovers
 # Idempotent: a service that already answers is left alone. Needs root to install packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,5 +139,9 @@ case "${1:-up}" in
   down) down ;;
   env) print_env ;;
   restart-postgres) pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast && wait_port PostgreSQL "$PG_PORT" 30 ;;
-  *) echo "usage: $0 up|status|down|env|restart-postgres" >&2; exit 2 ;;
+  crash-postgres)
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m immediate
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start && wait_port PostgreSQL "$PG_PORT" 60
+    ;;
+  *) echo "usage: $0 up|status|down|env|restart-postgres|crash-postgres" >&2; exit 2 ;;
 esac
