@@ -17,21 +17,11 @@ import argparse
 import os
 import time
 
-from bench.common import cpu_seconds, django_on_fresh_database, machine, median
+from bench.common import cpu_seconds, django_on_fresh_database, machine, median, wal_flushes
 
 #: name: the claim's condition (``ASYNC_COMMIT``) in that variant; None keeps the shipped one.
 VARIANTS: dict[str, str | None] = {"claim not waiting for the flush": None, "durable claim (baseline)": "true"}
 COLUMNS = ("ms per task", "CPU ms, PostgreSQL", "CPU ms, this process", "CPU ms, other", "WAL flushes per task")
-
-
-def wal_flushes() -> int:
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_stat_force_next_flush()")  # report this session's count now
-        cursor.execute("SELECT wal_sync FROM pg_stat_wal")
-        row = cursor.fetchone()
-    return int(row[0]) if row else 0
 
 
 def claim_round(count: int, condition: str | None) -> tuple[float, ...]:

@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import psycopg
@@ -154,6 +155,23 @@ def cpu_seconds() -> dict[str, float]:
     for parent, seconds in zombies:
         used[groups.get(parent, "other")] += seconds
     return used
+
+
+def wal_flushes(execute: Callable[[str], Sequence[Any]] | None = None) -> int:
+    """WAL flushes to disk so far (``pg_stat_wal.wal_sync``), counting those of the session that
+    ``execute`` runs SQL on (Django's connection by default): a session reports its statistics
+    lazily, and this makes it report now. A durable commit of a change flushes once; one that does
+    not wait for the flush leaves it to the WAL writer, which flushes many at a time."""
+    if execute is None:
+        from django.db import connection
+
+        def execute(statement: str) -> Sequence[Any]:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+                return list(cursor.fetchall())
+
+    execute("SELECT pg_stat_force_next_flush()")
+    return int(execute("SELECT wal_sync FROM pg_stat_wal")[0][0])
 
 
 def cpu_per_task(before: dict[str, float], after: dict[str, float], tasks: int) -> str:

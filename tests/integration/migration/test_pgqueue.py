@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from kombu import Connection, Exchange, Queue
 
+from bench.common import wal_flushes
 from migration.pgqueue.store import PostgresStore, open_waiter
-from tests.integration import wal
 
 QUEUE = "helixagent.tasks.background"
 
@@ -47,14 +47,14 @@ def test_each_message_is_claimed_by_exactly_one_of_two_concurrent_consumers(live
 
 
 def test_puts_wait_for_the_wal_flush_and_leases_and_acks_do_not(store: Any) -> None:
-    before = wal.flushes(store.execute)
+    before = wal_flushes(store.execute)
     for _ in range(100):
         store.put(QUEUE, 0, "{}", None)
-    after_puts = wal.flushes(store.execute)
+    after_puts = wal_flushes(store.execute)
     for _ in range(100):
         [(row_id, *_)] = store.claim(QUEUE, 1, 30)
         store.ack([row_id])
-    after = wal.flushes(store.execute)
+    after = wal_flushes(store.execute)
     assert after_puts - before >= 100  # an accepted message is on disk when its put returns
     assert after - after_puts < 100  # 200 durable commits would be 200 flushes
     assert store.size(QUEUE) == 0

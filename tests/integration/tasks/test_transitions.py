@@ -10,9 +10,9 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from bench.common import wal_flushes
 from tasks import states, transitions
 from tasks.models import Task, TaskEvent
-from tests.integration import wal
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -46,13 +46,13 @@ def test_only_one_of_many_concurrent_claims_wins() -> None:
 
 def test_a_claim_commits_without_waiting_for_the_wal_flush_and_an_outcome_waits() -> None:
     created = [new_task() for _ in range(100)]
-    before = wal.flushes(wal.on_django)
+    before = wal_flushes()
     claimed = [transitions.claim(task.pk, "w1", "postgresql") for task in created]
-    after_claims = wal.flushes(wal.on_django)
+    after_claims = wal_flushes()
     for task in claimed:
         assert task is not None
         transitions.complete(task, {})
-    after_outcomes = wal.flushes(wal.on_django)
+    after_outcomes = wal_flushes()
     assert after_outcomes - after_claims >= 100  # each outcome flushed before its commit returned
     assert after_claims - before < 50  # 100 durable claims would be 100 flushes
 
