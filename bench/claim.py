@@ -17,7 +17,7 @@ import argparse
 import os
 import time
 
-from bench.common import cpu_seconds, django_on_fresh_database, machine, median, wal_flushes
+from bench.common import cpu_reading, cpu_used, django_on_fresh_database, machine, median, wal_flushes
 
 #: name: the claim's condition (``ASYNC_COMMIT``) in that variant; None keeps the shipped one.
 VARIANTS: dict[str, str | None] = {"claim not waiting for the flush": None, "durable claim (baseline)": "true"}
@@ -37,17 +37,17 @@ def claim_round(count: int, condition: str | None) -> tuple[float, ...]:
         prepared.ASYNC_COMMIT = condition
     transitions._statement.cache_clear()  # statement texts are built once per shape
     try:
-        flushes, cpu_before, started = wal_flushes(), cpu_seconds(), time.perf_counter()
+        flushes, cpu_before, started = wal_flushes(), cpu_reading(), time.perf_counter()
         for task_id in ids:
             task = transitions.claim(task_id, "bench:1", "postgresql")
             assert task is not None, task_id
             transitions.complete(task, None)
-        elapsed, cpu_after, flushed = time.perf_counter() - started, cpu_seconds(), wal_flushes() - flushes
+        elapsed, cpu_after, flushed = time.perf_counter() - started, cpu_reading(), wal_flushes() - flushes
     finally:
         prepared.ASYNC_COMMIT = shipped
         transitions._statement.cache_clear()
     Task.objects.all().delete()
-    cpu = {name: (cpu_after[name] - cpu_before[name]) / count * 1000 for name in cpu_after}
+    cpu = {name: seconds / count * 1000 for name, seconds in cpu_used(cpu_before, cpu_after).items()}
     other = sum(cpu.values()) - cpu["PostgreSQL"] - cpu["producer"]
     return elapsed / count * 1000, cpu["PostgreSQL"], cpu["producer"], other, flushed / count
 

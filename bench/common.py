@@ -110,7 +110,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 
     raise TimeoutError(f"condition not met within {timeout}s")
 
 
-#: process groups of :func:`cpu_seconds`: (name, test on the process's comm and command line)
+#: process groups of :func:`cpu_reading`: (name, test on the process's comm and command line)
 CPU_GROUPS: list[tuple[str, Callable[[str, str], bool]]] = [
     ("PostgreSQL", lambda comm, cmd: comm == "postgres"),
     ("RabbitMQ", lambda comm, cmd: comm in ("beam.smp", "erl_child_setup", "epmd")),
@@ -119,19 +119,21 @@ CPU_GROUPS: list[tuple[str, Callable[[str, str], bool]]] = [
 ]
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU time (user + system) used so far by each process group, by this benchmark process
-    (``producer``) and by everything else (``other``, kernel threads included), from ``/proc``.
+#: one :func:`cpu_reading`: pid → (group, parent pid, CPU clock ticks with its reaped children's)
+CpuReading = dict[int, tuple[str, int, int]]
+
+
+def cpu_reading() -> CpuReading:
+    """The CPU time (user + system, in clock ticks) used so far by every process, with its
+    group: one of :data:`CPU_GROUPS`, ``producer`` (this benchmark process) or ``other``
+    (everything else, kernel threads included), from ``/proc``. :func:`cpu_used` turns two
+    readings into seconds per group.
 
     A process counts with the CPU of the children it has reaped (``cutime``, ``cstime``), so one
     that ends between two readings (the database backend of a closed connection, a pool child)
-    still counts, under its parent's group, for what it used after the first reading. An ended
-    child not yet reaped (a zombie, whose command line is gone) counts under its parent's group
-    until then."""
-    tick = os.sysconf("SC_CLK_TCK")
-    groups: dict[int, str] = {}
-    zombies: list[tuple[int, float]] = []  # (parent pid, seconds)
-    used: dict[str, float] = {name: 0.0 for name, _ in CPU_GROUPS} | {"producer": 0.0, "other": 0.0}
+    still counts, under its parent's group. An ended child not yet reaped (a zombie, whose
+    command line is gone) counts under its parent's group too."""
+    found: dict[int, tuple[str, int, int, bool]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -142,19 +144,38 @@ def cpu_seconds() -> dict[str, float]:
             continue  # the process ended meanwhile
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        seconds = sum(int(value) for value in fields[11:15]) / tick  # utime, stime, cutime, cstime
-        if fields[0] == "Z":
-            zombies.append((int(fields[1]), seconds))
-            continue
+        ticks = sum(int(value) for value in fields[11:15])  # utime, stime, cutime, cstime
         if int(entry.name) == os.getpid():
             group = "producer"
         else:
             group = next((name for name, test in CPU_GROUPS if test(comm, cmd)), "other")
-        groups[int(entry.name)] = group
-        used[group] += seconds
-    for parent, seconds in zombies:
-        used[groups.get(parent, "other")] += seconds
-    return used
+        found[int(entry.name)] = (group, int(fields[1]), ticks, fields[0] == "Z")
+    return {
+        pid: (found[parent][0] if zombie and parent in found else group, parent, ticks)
+        for pid, (group, parent, ticks, zombie) in found.items()
+    }
+
+
+def cpu_used(before: CpuReading, after: CpuReading) -> dict[str, float]:
+    """CPU seconds each group used between two :func:`cpu_reading` readings.
+
+    A process that ended in between shows in its parent's count of reaped children, with the
+    CPU it had used before the first reading, which is taken off again. A parent that does not
+    count its children (one that ignores ``SIGCHLD``, say) shows nothing of them, and then
+    nothing is taken off: the ended process's CPU after the first reading is missed instead of
+    its whole past being subtracted from its group."""
+    used = {name: 0 for name, _ in CPU_GROUPS} | {"producer": 0, "other": 0}
+    for pid, (group, _parent, ticks) in after.items():
+        used[group] += ticks - (before[pid][2] if pid in before else 0)
+    ended: dict[int, int] = {}  # parent pid → CPU its ended children had at the first reading
+    for pid, (_group, parent, ticks) in before.items():
+        if pid not in after:
+            ended[parent] = ended.get(parent, 0) + ticks
+    for parent, ticks in ended.items():
+        if parent in before and parent in after and after[parent][2] - before[parent][2] >= ticks:
+            used[after[parent][0]] -= ticks
+    tick = os.sysconf("SC_CLK_TCK")
+    return {name: ticks / tick for name, ticks in used.items()}
 
 
 def wal_flushes(execute: Callable[[str], Sequence[Any]] | None = None) -> int:
@@ -174,11 +195,11 @@ def wal_flushes(execute: Callable[[str], Sequence[Any]] | None = None) -> int:
     return int(execute("SELECT wal_sync FROM pg_stat_wal")[0][0])
 
 
-def cpu_per_task(before: dict[str, float], after: dict[str, float], tasks: int) -> str:
-    """``group ms, …`` of CPU per task between two :func:`cpu_seconds` readings."""
-    parts = [f"{name} {(after[name] - before[name]) / tasks * 1000:.2f}" for name in after]
-    total = sum(after.values()) - sum(before.values())
-    return f"CPU ms per task: total {total / tasks * 1000:.2f} = " + ", ".join(parts)
+def cpu_per_task(before: CpuReading, after: CpuReading, tasks: int) -> str:
+    """``group ms, …`` of CPU per task between two :func:`cpu_reading` readings."""
+    used = cpu_used(before, after)
+    parts = [f"{name} {seconds / tasks * 1000:.2f}" for name, seconds in used.items()]
+    return f"CPU ms per task: total {sum(used.values()) / tasks * 1000:.2f} = " + ", ".join(parts)
 
 
 def percentile(values: Sequence[float], pct: float) -> float:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import cpu_seconds, django_on_fresh_database, machine, median
+from bench.common import cpu_reading, cpu_used, django_on_fresh_database, machine, median
 from bench.modes import purge_brokers, set_mode
 
 #: name: (mode, Kafka mirror on, outbox publisher on)
@@ -51,20 +51,21 @@ def timed_submits(mode: str, count: int, mirror: bool, publisher: bool) -> tuple
     if not publisher:
         outbox.publisher.send = lambda *args, **kwargs: None  # type: ignore[method-assign]
     try:
-        cpu_before = cpu_seconds()
+        cpu_before = cpu_reading()
         started = time.perf_counter()
         for _ in range(count):
             service.submit({"task_type": "noop"})
         outbox.publisher.flush(30)
         events.flush(30)
         elapsed = time.perf_counter() - started
-        cpu_after = cpu_seconds()
+        cpu_after = cpu_reading()
     finally:
         events.mirror, outbox.publisher.send = saved  # type: ignore[method-assign]
     Task.objects.all().delete()
     OutboxMessage.objects.all().delete()
     purge_brokers()
-    return elapsed / count * 1000, {name: (cpu_after[name] - cpu_before[name]) / count * 1000 for name in CPU_COLUMNS}
+    used = cpu_used(cpu_before, cpu_after)
+    return elapsed / count * 1000, {name: used[name] / count * 1000 for name in CPU_COLUMNS}
 
 
 def main() -> None:

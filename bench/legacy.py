@@ -28,7 +28,7 @@ from typing import Any
 from bench.common import (
     RESULTS,
     cpu_per_task,
-    cpu_seconds,
+    cpu_reading,
     fresh_database,
     machine,
     median,
@@ -61,13 +61,13 @@ def helixagent_round(tasks: int, latency_tasks: int, rate: float) -> dict[str, A
     warm, _ = service.submit({"task_type": "noop"})
     wait_until(lambda: Task.objects.filter(pk=warm.pk, status="completed").exists(), 120)
     Task.objects.all().delete()
-    cpu_before = cpu_seconds()
+    cpu_before = cpu_reading()
     started = time.monotonic()
     for _ in range(tasks):
         service.submit({"task_type": "noop"})
     enqueued = time.monotonic()
     finished = wait_until(lambda: Task.objects.filter(status="completed").count() >= tasks, 1800, 0.2)
-    cpu = cpu_per_task(cpu_before, cpu_seconds(), tasks)
+    cpu = cpu_per_task(cpu_before, cpu_reading(), tasks)
     Task.objects.all().delete()
     paced(latency_tasks, rate, lambda: service.submit({"task_type": "noop"}))
     wait_until(lambda: Task.objects.filter(status="completed").count() >= latency_tasks, 300)
@@ -88,13 +88,13 @@ def vanilla_round(noop: Any, marks: Path, tasks: int, latency_tasks: int, rate: 
     noop.apply_async(args=[time.time()])
     wait_until(lambda: executed() >= 1, 120)
     marks.unlink()
-    cpu_before = cpu_seconds()
+    cpu_before = cpu_reading()
     started = time.monotonic()
     for _ in range(tasks):
         noop.apply_async(args=[time.time()])
     enqueued = time.monotonic()
     finished = wait_until(lambda: executed() >= tasks, 1800, 0.2)
-    cpu = cpu_per_task(cpu_before, cpu_seconds(), tasks)
+    cpu = cpu_per_task(cpu_before, cpu_reading(), tasks)
     marks.unlink()
     paced(latency_tasks, rate, lambda: noop.apply_async(args=[time.time()]))
     wait_until(lambda: executed() >= latency_tasks, 300)

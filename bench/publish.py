@@ -20,7 +20,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import RESULTS, cpu_per_task, cpu_seconds, django_on_fresh_database, machine, median
+from bench.common import RESULTS, cpu_per_task, cpu_reading, django_on_fresh_database, machine, median
 from bench.modes import purge_brokers
 
 
@@ -100,13 +100,13 @@ def migrate_rate(count: int) -> tuple[float, str]:
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(chunk, [count // 4] * 4))
     state.set_mode("messaging", by="bench", source="cli", force=True)
-    cpu_before = cpu_seconds()
+    cpu_before = cpu_reading()
     started = time.perf_counter()
     progress = migrate_pending.migrate_pending(batch_size=2000)
     elapsed = time.perf_counter() - started
     assert progress.remaining == 0 and progress.failed == 0, progress
     assert progress.migrated == count, progress
-    cpu = cpu_per_task(cpu_before, cpu_seconds(), progress.migrated)
+    cpu = cpu_per_task(cpu_before, cpu_reading(), progress.migrated)
     # The next round starts from nothing: without its tasks, which switching back to legacy
     # would otherwise re-enqueue into PostgreSQL and move again, and with empty queues.
     Task.objects.all().delete()
