@@ -14,7 +14,7 @@ from bench.common import cpu_reading, cpu_used
 
 BURN = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
 #: burns, says so, then waits to be ended
-BURN_THEN_WAIT = BURN + "\nprint('burnt', flush=True)\nimport time\ntime.sleep(60)"
+BURN_THEN_WAIT = BURN + "\nprint('burnt', flush=True)\ntime.sleep(60)"
 #: a parent that ignores SIGCHLD: the kernel reaps its child without adding the child's CPU to it
 UNCOUNTING_PARENT = """
 import signal, subprocess, sys
