@@ -14,10 +14,9 @@ Usage: ``python -m bench.claim`` with the variables of ``scripts/services.sh env
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-from bench.common import cpu_reading, cpu_used, django_on_fresh_database, machine, median, wal_flushes
+from bench.common import cpu_reading, cpu_used, django_on_fresh_database, machine, median, service_urls, wal_flushes
 
 #: name: the claim's condition (``ASYNC_COMMIT``) in that variant; None keeps the shipped one.
 VARIANTS: dict[str, str | None] = {"claim not waiting for the flush": None, "durable claim (baseline)": "true"}
@@ -57,9 +56,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000, help="claims and outcomes per variant and round")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith("postgresql://"):
-        raise SystemExit('DATABASE_URL must point at PostgreSQL: eval "$(scripts/services.sh env)" first')
+    base, _ = service_urls(rabbitmq=False)
     print(f"# machine: {machine()}")
     django_on_fresh_database(base, "helixagent_bench_claim")
     samples: dict[str, list[tuple[float, ...]]] = {name: [] for name in VARIANTS}

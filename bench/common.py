@@ -38,6 +38,16 @@ def machine() -> str:
     )
 
 
+def service_urls(rabbitmq: bool = True) -> tuple[str, str]:
+    """``DATABASE_URL`` (PostgreSQL) and ``RABBITMQ_URL`` from the environment; a benchmark stops
+    with how to set them when one it needs is missing."""
+    base, rabbitmq_url = os.environ.get("DATABASE_URL", ""), os.environ.get("RABBITMQ_URL", "")
+    if not base.startswith("postgresql://") or (rabbitmq and not rabbitmq_url):
+        needed = "DATABASE_URL (PostgreSQL) and RABBITMQ_URL" if rabbitmq else "DATABASE_URL (PostgreSQL)"
+        raise SystemExit(f'{needed} must be set: eval "$(scripts/services.sh env)" first')
+    return base, rabbitmq_url
+
+
 def fresh_database(base_url: str, name: str) -> str:
     """Drop and create database ``name`` next to ``base_url``'s; return its URL."""
     with psycopg.connect(base_url, autocommit=True) as conn:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench.common import cpu_reading, cpu_used, django_on_fresh_database, machine, median
+from bench.common import cpu_reading, cpu_used, django_on_fresh_database, machine, median, service_urls
 from bench.modes import purge_brokers, set_mode
 
 #: name: (mode, Kafka mirror on, outbox publisher on)
@@ -73,9 +73,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=500, help="submits per variant and round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith("postgresql://") or not os.environ.get("RABBITMQ_URL"):
-        raise SystemExit('DATABASE_URL and RABBITMQ_URL must be set: eval "$(scripts/services.sh env)" first')
+    base, _ = service_urls()
     print(f"# machine: {machine()}")
     os.environ["AUTO_ROLLBACK"] = "false"
     django_on_fresh_database(base, "helixagent_bench_parts")

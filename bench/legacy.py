@@ -33,6 +33,7 @@ from bench.common import (
     machine,
     median,
     percentile,
+    service_urls,
     start_worker,
     stop,
     summary_ms,
@@ -185,9 +186,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="rounds, each in a fresh process; prints medians")
     parser.add_argument("--json", help=argparse.SUPPRESS)  # where a single round writes its summary
     args = parser.parse_args()
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith("postgresql://"):
-        raise SystemExit('DATABASE_URL must point at PostgreSQL: eval "$(scripts/services.sh env)" first')
+    base, _ = service_urls(rabbitmq=False)
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.repeat > 1:
         repeat(args)

@@ -24,7 +24,17 @@ import os
 import time
 from typing import Any
 
-from bench.common import RESULTS, django_on_fresh_database, machine, median, percentile, start_worker, stop, summary_ms
+from bench.common import (
+    RESULTS,
+    django_on_fresh_database,
+    machine,
+    median,
+    percentile,
+    service_urls,
+    start_worker,
+    stop,
+    summary_ms,
+)
 from bench.legacy import helixagent_round, vanilla_round
 
 #: (label, mode, rabbitmq_percent, broker)
@@ -148,10 +158,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--only", help="comma-separated labels of the modes to run (default: all)")
     args = parser.parse_args()
-    base = os.environ.get("DATABASE_URL", "")
-    rabbitmq_url = os.environ.get("RABBITMQ_URL", "")
-    if not base.startswith("postgresql://") or not rabbitmq_url:
-        raise SystemExit('DATABASE_URL and RABBITMQ_URL must be set: eval "$(scripts/services.sh env)" first')
+    base, rabbitmq_url = service_urls()
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"# machine: {machine()}")
     print(f"# worker pool: {args.pool}, concurrency {args.concurrency}; {args.tasks} no-op tasks per mode")

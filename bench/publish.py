@@ -20,7 +20,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bench.common import RESULTS, cpu_per_task, cpu_reading, django_on_fresh_database, machine, median
+from bench.common import RESULTS, cpu_per_task, cpu_reading, django_on_fresh_database, machine, median, service_urls
 from bench.modes import purge_brokers
 
 
@@ -121,9 +121,7 @@ def main() -> None:
     parser.add_argument("--migrate", type=int, default=10_000, help="tasks moved by migrate-pending")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of migrate-pending (the median is reported)")
     args = parser.parse_args()
-    base, rabbitmq_url = os.environ.get("DATABASE_URL", ""), os.environ.get("RABBITMQ_URL", "")
-    if not base.startswith("postgresql://") or not rabbitmq_url:
-        raise SystemExit('DATABASE_URL and RABBITMQ_URL must be set: eval "$(scripts/services.sh env)" first')
+    base, rabbitmq_url = service_urls()
     RESULTS.mkdir(parents=True, exist_ok=True)
     print(f"# machine: {machine()}")
     os.environ["MESSAGING_BROKER"] = "rabbitmq"
