@@ -3,10 +3,11 @@
 No worker runs. Each round times ``--tasks`` submits (until every broker copy is confirmed and
 every mirrored event acknowledged) in legacy, in dual_write 50 %, and in dual_write 50 % with
 the Kafka mirror of task events off, with the outbox publisher thread off (its records stay
-in the outbox, as if the publisher had died), and with both off; the rounds alternate and the
-medians are printed, with the CPU each process group spent per submit (this process, which
-runs the publisher thread and the mirror, under ``producer``). What is left with both off is
-the outbox record written in the submit.
+in the outbox, as if the publisher had died), with both off, and with the publisher sending
+each batch as soon as the last is confirmed (``migration.outbox.BATCH_INTERVAL`` 0); the rounds
+alternate and the medians are printed, with the CPU each process group spent per submit (this
+process, which runs the publisher thread and the mirror, under ``producer``). What is left
+with both off is the outbox record written in the submit.
 
 Usage: ``python -m bench.dual_write_parts`` with the variables of ``scripts/services.sh env`` set.
 """
@@ -22,13 +23,14 @@ from typing import Any
 from bench.common import cpu_reading, cpu_used, django_on_fresh_database, machine, median, service_urls
 from bench.modes import purge_brokers, set_mode
 
-#: name: (mode, Kafka mirror on, outbox publisher on)
+#: name: (mode, Kafka mirror on, outbox publisher on, its batches spaced by ``BATCH_INTERVAL``)
 VARIANTS = {
-    "legacy": ("legacy", True, True),
-    "dual_write": ("dual_write", True, True),
-    "dual_write, no mirror": ("dual_write", False, True),
-    "dual_write, no publisher": ("dual_write", True, False),
-    "dual_write, neither": ("dual_write", False, False),
+    "legacy": ("legacy", True, True, True),
+    "dual_write": ("dual_write", True, True, True),
+    "dual_write, no mirror": ("dual_write", False, True, True),
+    "dual_write, no publisher": ("dual_write", True, False, True),
+    "dual_write, neither": ("dual_write", False, False, True),
+    "dual_write, batches not spaced": ("dual_write", True, True, False),
 }
 
 
@@ -36,9 +38,9 @@ VARIANTS = {
 CPU_COLUMNS = ("producer", "PostgreSQL", "RabbitMQ", "Kafka")
 
 
-def timed_submits(mode: str, count: int, mirror: bool, publisher: bool) -> tuple[float, dict[str, float]]:
+def timed_submits(mode: str, count: int, mirror: bool, publisher: bool, spaced: bool) -> tuple[float, dict[str, float]]:
     """ms per submit, and CPU ms per submit by process group, with the mirror and the publisher
-    thread on or off."""
+    thread on or off, and the publisher's batches spaced or not."""
     from migration import events, outbox
     from migration.models import OutboxMessage
     from tasks import service
@@ -46,6 +48,9 @@ def timed_submits(mode: str, count: int, mirror: bool, publisher: bool) -> tuple
 
     set_mode(mode, 50, "rabbitmq")
     saved: tuple[Callable[..., Any], Callable[..., Any]] = (events.mirror, outbox.publisher.send)
+    interval = outbox.BATCH_INTERVAL
+    if not spaced:
+        outbox.BATCH_INTERVAL = 0.0
     if not mirror:
         events.mirror = lambda *args, **kwargs: None
     if not publisher:
@@ -61,6 +66,7 @@ def timed_submits(mode: str, count: int, mirror: bool, publisher: bool) -> tuple
         cpu_after = cpu_reading()
     finally:
         events.mirror, outbox.publisher.send = saved  # type: ignore[method-assign]
+        outbox.BATCH_INTERVAL = interval
     Task.objects.all().delete()
     OutboxMessage.objects.all().delete()
     purge_brokers()
@@ -80,8 +86,8 @@ def main() -> None:
     samples: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, dict[str, list[float]]] = {name: {group: [] for group in CPU_COLUMNS} for name in VARIANTS}
     for _ in range(args.rounds):
-        for name, (mode, mirror, publisher) in VARIANTS.items():
-            elapsed, used = timed_submits(mode, args.tasks, mirror, publisher)
+        for name, (mode, mirror, publisher, spaced) in VARIANTS.items():
+            elapsed, used = timed_submits(mode, args.tasks, mirror, publisher, spaced)
             samples[name].append(elapsed)
             for group, value in used.items():
                 cpu[name][group].append(value)

@@ -157,6 +157,11 @@ def main() -> None:
     parser.add_argument("--pool", default="prefork", choices=["threads", "prefork"])
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--only", help="comma-separated labels of the modes to run (default: all)")
+    parser.add_argument(
+        "--outbox-interval",
+        type=float,
+        help="seconds between the outbox publisher's batches in the producer (default: as shipped, 0.005)",
+    )
     args = parser.parse_args()
     base, rabbitmq_url = service_urls()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -168,6 +173,11 @@ def main() -> None:
     # label. The benchmark measures each mode as set, and checks that it stayed set.
     os.environ["AUTO_ROLLBACK"] = "false"
     django_on_fresh_database(base, "helixagent_bench_modes")
+    if args.outbox_interval is not None:
+        from migration import outbox
+
+        outbox.BATCH_INTERVAL = args.outbox_interval
+        print(f"# outbox publisher: batches at least {args.outbox_interval * 1000:g} ms apart")
     wanted = set(args.only.split(",")) if args.only else None
     print("# vanilla Celery on RabbitMQ …", flush=True)
     results = {"vanilla Celery (RabbitMQ)": run_vanilla(rabbitmq_url, args.tasks, args.latency_tasks, args.rate, pool)}
