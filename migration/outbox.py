@@ -102,7 +102,7 @@ class Publisher:
         from tasks.service import producer
 
         published: list[int] = []  # records whose copies the broker confirmed, not yet deleted
-        forgotten_at = sent_at = time.monotonic()
+        forgotten_at, sent_at = time.monotonic(), 0.0  # the first copy leaves at once
         while True:
             try:
                 first = self.items.get(timeout=FORGET_EVERY if published else IDLE_CLOSE)
