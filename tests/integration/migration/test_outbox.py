@@ -18,7 +18,9 @@ INTERVAL = 0.5
 
 
 @pytest.fixture
-def batches(monkeypatch: pytest.MonkeyPatch, switch_mode: Callable[[ModeSetting], None]) -> Iterator[list[Any]]:
+def batches(
+    monkeypatch: pytest.MonkeyPatch, switch_mode: Callable[[ModeSetting], None]
+) -> Iterator[list[tuple[float, float, int]]]:
     """``(started, finished, copies)`` of every batch the publisher sends, in messaging mode on RabbitMQ,
     with the batch interval at :data:`INTERVAL`."""
     purge_rabbitmq()
