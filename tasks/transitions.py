@@ -292,21 +292,19 @@ def recover_stuck(threshold_seconds: float) -> list[uuid.UUID]:
     dispatcher publishes it. Returns the recovered task ids.
     """
     cutoff = timezone.now() - timedelta(seconds=threshold_seconds)
-    recovered = []
-    for task_id in Task.objects.filter(status=states.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True)[
-        :500
-    ]:
-        if _apply(task_id, states.STUCK, (states.RUNNING,), note=f"no heartbeat for {threshold_seconds:.0f}s"):
-            _apply(
-                task_id,
-                states.PENDING,
-                (states.STUCK,),
-                note="recovered",
-                execution_id=None,
-                scheduled_at=timezone.now(),
-            )
-            recovered.append(task_id)
-    return recovered
+    stale = Task.objects.filter(status=states.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "execution_id")
+    return [task_id for task_id, execution in stale[:500] if recover_execution(task_id, execution, threshold_seconds)]
+
+
+def recover_execution(task_id: TaskId, execution_id: uuid.UUID | None, threshold_seconds: float) -> bool:
+    """Recover one stale execution found by :func:`recover_stuck`. Does nothing if the task was
+    claimed again since it was found (by another worker's recovery and a redelivered copy): the
+    newer execution is alive and must not be recovered in its place."""
+    note = f"no heartbeat for {threshold_seconds:.0f}s"
+    if not _apply(task_id, states.STUCK, (states.RUNNING,), only_execution=execution_id, note=note):
+        return False
+    _apply(task_id, states.PENDING, (states.STUCK,), note="recovered", execution_id=None, scheduled_at=timezone.now())
+    return True
 
 
 def heartbeat(execution_ids: list[uuid.UUID]) -> int:

@@ -109,3 +109,18 @@ def test_heartbeat_keeps_a_running_task_from_being_recovered() -> None:
     Task.objects.filter(pk=running.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
     assert transitions.heartbeat([running.execution_id]) == 1
     assert transitions.recover_stuck(threshold_seconds=30) == []
+
+
+def test_a_stale_execution_found_before_the_task_was_claimed_again_is_not_recovered_in_its_place() -> None:
+    first = transitions.claim(new_task().pk, "w1", "postgresql")
+    assert first is not None
+    Task.objects.filter(pk=first.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    # Two recoveries find the same stale execution; the first recovers it and a copy is claimed again.
+    assert transitions.recover_stuck(threshold_seconds=30) == [first.pk]
+    second = transitions.claim(first.pk, "w2", "postgresql")
+    assert second is not None
+
+    assert transitions.recover_execution(first.pk, first.execution_id, threshold_seconds=30) is False
+    task = Task.objects.get(pk=first.pk)
+    assert (task.status, task.execution_id) == (states.RUNNING, second.execution_id)
+    assert TaskEvent.objects.filter(task_id=first.pk, to_status=states.STUCK).count() == 1
