@@ -117,7 +117,7 @@ def bootstrap(config: Config | None = None, environ: Mapping[str, str] | None = 
     ``legacy``): that is how an operator rolls back with the environment and a restart."""
     global _bootstrapped_pid
     wanted = boot_settings(config or get_config(), os.environ if environ is None else environ)
-    back = False
+    back = switched = False
     for _attempt in range(2):
         try:
             with transaction.atomic():
@@ -131,7 +131,8 @@ def bootstrap(config: Config | None = None, environ: Mapping[str, str] | None = 
                         setattr(row, key, wanted[key][0])
                     row.boot_config = wanted
                     reason = "initial configuration" if not previous else f"configuration changed: {', '.join(changed)}"
-                    back = bool(previous) and previous != modes.LEGACY and row.mode == modes.LEGACY
+                    switched = bool(previous) and previous != row.mode
+                    back = switched and row.mode == modes.LEGACY
                     _record(
                         row,
                         by="start-up",
@@ -146,8 +147,8 @@ def bootstrap(config: Config | None = None, environ: Mapping[str, str] | None = 
             continue
     _bootstrapped_pid = os.getpid()
     forget()
-    if back:
-        _after_rollback()
+    if switched:
+        _after_switch()
 
 
 def _record(
@@ -213,16 +214,17 @@ def set_mode(mode: str, *, by: str, source: str, reason: str = "", force: bool =
             row.mode = mode
             _record(row, by=by, reason=reason, source=source, previous=previous, rollback=mode == modes.LEGACY)
     forget()
-    if mode == modes.LEGACY and previous != mode:
-        _after_rollback()
+    if previous != mode:
+        _after_switch()
     return current()
 
 
-def _after_rollback() -> None:
-    """Every way back to ``legacy`` re-enqueues the tasks whose only copy is in a broker."""
-    from migration.rollback import reenqueue_broker_only
+def _after_switch() -> None:
+    """Every mode change, however made, gives a PostgreSQL copy to the tasks it strands: those
+    whose only copies are in a broker the new mode does not consume (:mod:`migration.stranded`)."""
+    from migration import stranded
 
-    reenqueue_broker_only()
+    stranded.reenqueue()
 
 
 def roll_back(*, by: str, source: str, reason: str = "") -> bool:
@@ -235,7 +237,7 @@ def roll_back(*, by: str, source: str, reason: str = "") -> bool:
         previous, row.mode = row.mode, modes.LEGACY
         _record(row, by=by, reason=reason or "rollback", source=source, previous=previous, rollback=True)
     forget()
-    _after_rollback()
+    _after_switch()
     return True
 
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from helixagent.config import get_config
 from helixagent.logging import get_logger
-from migration import guard, modes, outbox, verifier
+from migration import guard, modes, outbox, stranded, verifier
 from tasks import service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
@@ -182,7 +182,8 @@ def _relay_outbox() -> None:
 
 def _maintenance_loop(stop: threading.Event) -> None:
     """Every worker, about once a second (row locks keep workers apart): recover stuck tasks,
-    publish due ones, relay the outbox, verify dual_write copies, watch for a rollback breach.
+    publish due ones, relay the outbox, verify dual_write copies, watch for a rollback breach,
+    and every few seconds copy to PostgreSQL the tasks a mode change stranded in a broker.
     Each step fails on its own: a broken one does not stop the others."""
     cfg = get_config().tasks
     steps: list[tuple[Callable[[], object], float]] = [
@@ -191,6 +192,7 @@ def _maintenance_loop(stop: threading.Event) -> None:
         (_relay_outbox, 0.0),
         (verifier.verify_due, 0.0),
         (guard.check, 0.0),
+        (stranded.reenqueue, stranded.SWEEP_EVERY),
     ]
     last_run = [0.0] * len(steps)
     while not stop.wait(cfg.dispatch_interval):

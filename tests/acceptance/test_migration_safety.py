@@ -208,3 +208,27 @@ def test_a_restart_with_migration_mode_legacy_rolls_back_with_source_env(
     assert row.source == "env" and ModeChange.objects.filter(source="env", rollback=True).exists()
     for task_id in in_rabbitmq:  # re-enqueued on PostgreSQL by the rollback
         assert wait_status(task_id, "completed", timeout=30).dispatch_source == "postgresql"
+
+
+def test_tasks_left_in_kafka_by_a_switch_to_dual_write_complete_on_a_worker_started_after_it(
+    start_worker: Any, switch_mode: Any
+) -> None:
+    switch_mode(ModeSetting("messaging", broker="kafka"))
+    in_kafka = [str(service.submit({"task_type": "noop"})[0].pk) for _ in range(10)]  # no worker yet
+    assert outbox.publisher.flush(30)
+    purge_rabbitmq()
+    switch_mode(ModeSetting("dual_write", 50))  # dual_write consumes PostgreSQL and RabbitMQ, not Kafka
+    start_worker("w1")
+    for task_id in in_kafka:
+        assert wait_status(task_id, "completed", timeout=30).dispatch_source == "postgresql"
+    completed_once(in_kafka)
+
+
+def test_a_running_worker_copies_a_task_published_to_a_broker_its_mode_does_not_consume(
+    start_worker: Any, switch_mode: Any
+) -> None:
+    switch_mode(ModeSetting("dual_write", 0))
+    start_worker("w1")
+    # as a process that had not yet seen the switch would leave it: its only copy is in Kafka
+    task = Task.objects.create(task_type="noop", status="queued", published_to="kafka")
+    assert wait_status(str(task.pk), "completed", timeout=30).dispatch_source == "postgresql"
