@@ -20,6 +20,10 @@ COPIES_HEADER = "helix_copies"
 #: header naming the legs a message is published to (``postgresql+rabbitmq``): the publisher
 #: decides once, records it on the task row, and the router follows it.
 LEGS_HEADER = "helix_legs"
+#: header of the two copies of a ``dual_write`` publish: the leg whose copy runs the task, decided
+#: by the split when it was published (so a split moved between the two copies' deliveries
+#: cannot make both of them shadows).
+RUNNER_HEADER = "helix_runner"
 #: header the router adds on delivery: the leg the executing copy came from.
 SOURCE_HEADER = "helix_source"
 #: headers the publisher adds so a shadow copy can be checked against its task row.
@@ -83,15 +87,16 @@ def executing_source(task_id: str, rabbitmq_percent: int) -> str:
     return RABBITMQ if bucket(task_id) < rabbitmq_percent else POSTGRESQL
 
 
-def runs_here(leg: str, copies: str, mode: str, task_id: str, rabbitmq_percent: int) -> bool:
+def runs_here(leg: str, copies: str, mode: str, task_id: str, rabbitmq_percent: int, runner: str = "") -> bool:
     """Whether a copy delivered by ``leg`` executes (True) or is only checked as a shadow.
 
     Only the two copies of a ``dual_write`` publish obey the split, and only while the mode is
     ``dual_write``: after a switch the copy that is still consumed runs (the claim on the task
-    row keeps a second copy from running it again)."""
+    row keeps a second copy from running it again). The split is the one the copies carry
+    (``runner``, see :data:`RUNNER_HEADER`); a copy published without it follows the current one."""
     if copies != "dual" or mode != DUAL_WRITE:
         return True
-    return executing_source(task_id, rabbitmq_percent) == leg
+    return (runner or executing_source(task_id, rabbitmq_percent)) == leg
 
 
 def payload_checksum(payload: Any) -> str:

@@ -196,10 +196,11 @@ class Channel(pgqueue.Channel):
         else:
             snapshot = current_state()
             targets = modes.publish_legs(snapshot.mode, snapshot.broker)
-        message["headers"] = {
-            **(message.get("headers") or {}),
-            modes.COPIES_HEADER: "dual" if len(targets) > 1 else "sole",
-        }
+        copies = {modes.COPIES_HEADER: "sole"}
+        if len(targets) > 1:  # both copies name the one that runs the task, from the split as it is now
+            runner = modes.executing_source(str(headers.get("id")), current_state().rabbitmq_percent)
+            copies = {modes.COPIES_HEADER: "dual", modes.RUNNER_HEADER: runner}
+        message["headers"] = {**headers, **copies}
         for name in targets:
             if name == modes.POSTGRESQL:
                 self.legs[name].publish(queue, message)
@@ -282,7 +283,8 @@ class Channel(pgqueue.Channel):
     def _runs_here(self, leg: str, message: dict[str, Any], snapshot: Snapshot) -> bool:
         headers = message.get("headers") or {}
         copies = str(headers.get(modes.COPIES_HEADER) or "sole")
-        return modes.runs_here(leg, copies, snapshot.mode, str(headers.get("id")), snapshot.rabbitmq_percent)
+        runner = str(headers.get(modes.RUNNER_HEADER) or "")
+        return modes.runs_here(leg, copies, snapshot.mode, str(headers.get("id")), snapshot.rabbitmq_percent, runner)
 
     def _delivered(self, leg: str, message: dict[str, Any], tag: str) -> dict[str, Any]:
         message.setdefault("headers", {})[modes.SOURCE_HEADER] = leg

@@ -11,9 +11,10 @@ import pytest
 from django.db.models import Count
 from kombu import Connection
 
-from migration import modes
+from migration import modes, outbox, state
 from migration.legs.rabbitmq import QUEUE_ARGUMENTS
-from migration.models import MigrationState, ModeChange, QueueMessage
+from migration.models import Discrepancy, MigrationState, ModeChange, QueueMessage
+from tasks import service
 from tasks.models import Task, TaskEvent
 from tasks.routing import ALL_QUEUES
 from tests.acceptance.helpers import event_path, submit, submit_many, wait_status
@@ -72,6 +73,26 @@ def test_dual_write_at_30_percent_splits_2000_tasks_and_leaves_no_message(start_
     claims = TaskEvent.objects.filter(to_status="running").values("task_id").annotate(n=Count("id"))
     assert len(claims) == 2000 and {row["n"] for row in claims} == {1}, "a task ran twice"
     wait_for(lambda: pg_depth() == 0 and rabbitmq_depth() == 0, 30, 0.5, what="both queues empty")
+
+
+def test_moving_the_split_between_the_two_copies_of_a_task_leaves_one_to_run_it(
+    start_worker: Any, switch_mode: Any
+) -> None:
+    purge_rabbitmq()
+    switch_mode(ModeSetting("dual_write", 0))  # published now: the PostgreSQL copies run the tasks
+    ids = [str(service.submit({"task_type": "noop"})[0].pk) for _ in range(30)]
+    assert outbox.publisher.flush(30)
+    QueueMessage.objects.filter(queue__in=ALL_QUEUES).update(visible_at=time.time() + 3600)  # PostgreSQL lags
+    start_worker("w1")
+    wait_for(lambda: rabbitmq_depth() == 0, 30, what="the RabbitMQ copies taken as shadows")
+    time.sleep(1.0)  # shadows are settled in batches, within 0.2 s
+    assert set(Task.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"queued"}
+    state.set_split(100, by="tests", source="api")
+    time.sleep(2.0)  # the worker follows the move
+    QueueMessage.objects.filter(queue__in=ALL_QUEUES).update(visible_at=0)  # the PostgreSQL copies arrive
+    for task_id in ids:
+        assert wait_status(task_id, "completed", timeout=15).dispatch_source == "postgresql"
+    assert not Discrepancy.objects.exists()
 
 
 def test_a_mode_change_through_the_api_reaches_two_running_workers_within_two_seconds(

@@ -59,6 +59,13 @@ def test_only_dual_copies_in_dual_write_obey_the_split() -> None:
     assert modes.runs_here("postgresql", "dual", "messaging", task_id, 50)  # left over from dual_write
 
 
+def test_dual_copies_follow_the_split_they_were_published_with() -> None:
+    task_id = next(str(uuid.UUID(int=n)) for n in range(1000) if modes.bucket(str(uuid.UUID(int=n))) < 50)
+    # published at 0 %: the PostgreSQL copy runs it, whatever the split is when a copy arrives
+    assert modes.runs_here("postgresql", "dual", "dual_write", task_id, 50, runner="postgresql")
+    assert not modes.runs_here("rabbitmq", "dual", "dual_write", task_id, 50, runner="postgresql")
+
+
 def test_the_payload_checksum_ignores_key_order() -> None:
     assert modes.payload_checksum({"a": 1, "b": [1, 2]}) == modes.payload_checksum({"b": [1, 2], "a": 1})
     assert modes.payload_checksum({"a": 1}) != modes.payload_checksum({"a": 2})
