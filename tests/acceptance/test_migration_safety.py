@@ -210,18 +210,34 @@ def test_a_restart_with_migration_mode_legacy_rolls_back_with_source_env(
         assert wait_status(task_id, "completed", timeout=30).dispatch_source == "postgresql"
 
 
-def test_tasks_left_in_kafka_by_a_switch_to_dual_write_complete_on_a_worker_started_after_it(
-    start_worker: Any, switch_mode: Any
+SWITCHES = [
+    (ModeSetting("legacy"), ModeSetting("dual_write", 50)),
+    (ModeSetting("dual_write", 50), ModeSetting("messaging", broker="rabbitmq")),
+    (ModeSetting("dual_write", 50), ModeSetting("messaging", broker="kafka")),
+    (ModeSetting("messaging", broker="rabbitmq"), ModeSetting("dual_write", 50)),
+    (ModeSetting("messaging", broker="kafka"), ModeSetting("dual_write", 50)),
+    (ModeSetting("messaging", broker="rabbitmq"), ModeSetting("messaging", broker="kafka")),
+    (ModeSetting("messaging", broker="kafka"), ModeSetting("messaging", broker="rabbitmq")),
+    (ModeSetting("dual_write", 50), ModeSetting("legacy")),
+    (ModeSetting("messaging", broker="kafka"), ModeSetting("legacy")),
+]
+
+
+@pytest.mark.parametrize("before, after", SWITCHES, ids=[f"{a.id}-to-{b.id}" for a, b in SWITCHES])
+def test_tasks_waiting_at_a_switch_complete_once_on_a_worker_started_after_it(
+    start_worker: Any, switch_mode: Any, before: ModeSetting, after: ModeSetting
 ) -> None:
-    switch_mode(ModeSetting("messaging", broker="kafka"))
-    in_kafka = [str(service.submit({"task_type": "noop"})[0].pk) for _ in range(10)]  # no worker yet
-    assert outbox.publisher.flush(30)
+    """No worker runs until after the switch, so only the new mode's consumers (and the copies
+    the switch adds) can run what waited: nothing is stranded in a broker the mode left."""
     purge_rabbitmq()
-    switch_mode(ModeSetting("dual_write", 50))  # dual_write consumes PostgreSQL and RabbitMQ, not Kafka
-    start_worker("w1")
-    for task_id in in_kafka:
-        assert wait_status(task_id, "completed", timeout=30).dispatch_source == "postgresql"
-    completed_once(in_kafka)
+    switch_mode(before)
+    waiting = [str(service.submit({"task_type": "noop"})[0].pk) for _ in range(10)]
+    assert outbox.publisher.flush(30)
+    switch_mode(after)  # a change of broker alone is no mode change: the worker's sweep copies them
+    start_worker("w1", **after.env)
+    for task_id in waiting:
+        wait_status(task_id, "completed", timeout=30)
+    completed_once(waiting)
 
 
 def test_a_running_worker_copies_a_task_published_to_a_broker_its_mode_does_not_consume(
