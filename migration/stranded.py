@@ -18,6 +18,7 @@ import uuid
 import zlib
 
 from django.db import connection, transaction
+from django.db.models import Q
 
 from helixagent.logging import get_logger
 from migration import modes, state
@@ -60,8 +61,6 @@ def reenqueue() -> int:
 def _candidates(consumed: set[str], after: uuid.UUID | None) -> list[uuid.UUID]:
     """The next batch of ``queued`` tasks published to a broker, to none of those ``consumed``
     (whether they also have a PostgreSQL copy is checked by the caller)."""
-    from django.db.models import Q
-
     from tasks.models import Task
 
     lost = [broker for broker in BROKERS if broker not in consumed]
