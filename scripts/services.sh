@@ -120,9 +120,15 @@ status() {
   return $rc
 }
 
-down() {
+kafka_down() {  # a clean shutdown; waits until the broker has let go of its port
   if [ -f "$KAFKA_DIR/kafka.pid" ]; then kill "$(cat "$KAFKA_DIR/kafka.pid")" 2>/dev/null || true; rm -f "$KAFKA_DIR/kafka.pid"; fi
   pkill -f 'kafka\.Kafka .*server\.properties' 2>/dev/null || true
+  local waited=0
+  while pgrep -f 'kafka\.Kafka .*server\.properties' >/dev/null && [ $waited -lt 60 ]; do sleep 1; waited=$((waited + 1)); done
+}
+
+down() {
+  kafka_down
   command -v rabbitmqctl >/dev/null && rabbitmqctl -q stop >/dev/null 2>&1 || true
   command -v pg_ctlcluster >/dev/null && pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop 2>/dev/null || true
   say "stopped"
@@ -143,5 +149,6 @@ case "${1:-up}" in
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m immediate
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start && wait_port PostgreSQL "$PG_PORT" 60
     ;;
-  *) echo "usage: $0 up|status|down|env|restart-postgres|crash-postgres" >&2; exit 2 ;;
+  restart-kafka) kafka_down && kafka_up ;;
+  *) echo "usage: $0 up|status|down|env|restart-postgres|crash-postgres|restart-kafka" >&2; exit 2 ;;
 esac
