@@ -7,6 +7,8 @@
 #   scripts/services.sh restart-postgres   fast restart of PostgreSQL (fault drills and tests)
 #   scripts/services.sh crash-postgres     stop PostgreSQL as a crash would (no shutdown checkpoint,
 #                                          WAL not yet written is lost), then start it: it recovers
+#   scripts/services.sh restart-kafka      clean stop and start of the running Kafka broker, with the
+#                                          command line (and so the data) it was started with
 # Idempotent: a service that already answers is left alone. Needs root to install packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -127,6 +129,20 @@ kafka_down() {  # a clean shutdown; waits until the broker has let go of its por
   while pgrep -f 'kafka\.Kafka .*server\.properties' >/dev/null && [ $waited -lt 60 ]; do sleep 1; waited=$((waited + 1)); done
 }
 
+kafka_restart() {  # the running broker, stopped cleanly and started again exactly as it was started
+  local pid cwd
+  local -a cmd
+  pid=$(pgrep -f 'kafka\.Kafka .*server\.properties' | head -n 1) || { kafka_up; return; }
+  mapfile -d '' cmd <"/proc/$pid/cmdline"  # it may come from another checkout, with its own data
+  cwd=$(readlink "/proc/$pid/cwd")
+  kafka_down
+  mkdir -p "$KAFKA_DIR"
+  say "starting Kafka (KRaft) on $KAFKA_PORT again"
+  (cd "$cwd" && exec nohup "${cmd[@]}" >"$KAFKA_DIR/kafka.out" 2>&1) &
+  echo $! >"$KAFKA_DIR/kafka.pid"
+  wait_port Kafka "$KAFKA_PORT" 90 || { tail -20 "$KAFKA_DIR/kafka.out" >&2; return 1; }
+}
+
 down() {
   kafka_down
   command -v rabbitmqctl >/dev/null && rabbitmqctl -q stop >/dev/null 2>&1 || true
@@ -149,6 +165,6 @@ case "${1:-up}" in
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m immediate
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start && wait_port PostgreSQL "$PG_PORT" 60
     ;;
-  restart-kafka) kafka_down && kafka_up ;;
+  restart-kafka) kafka_restart ;;
   *) echo "usage: $0 up|status|down|env|restart-postgres|crash-postgres|restart-kafka" >&2; exit 2 ;;
 esac
