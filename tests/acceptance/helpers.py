@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.db import connections
+from django.db.models import Count
 
 from tasks import service, states
 from tasks.models import Task, TaskEvent
@@ -23,6 +26,15 @@ def wait_status(task_id: str, *wanted: str, timeout: float = 30.0) -> Task:
     return wait_for(
         lambda: Task.objects.filter(pk=task_id, status__in=wanted).first(), timeout, what=f"task {task_id} in {wanted}"
     )
+
+
+def completed_once(ids: list[str]) -> None:
+    """Every task in ``ids`` completed, and exactly once."""
+    completions = Counter(
+        dict(TaskEvent.objects.filter(to_status="completed").values_list("task_id").annotate(n=Count("id")))
+    )
+    assert {str(k) for k in completions} >= set(ids)
+    assert {completions[uuid.UUID(i)] for i in ids} == {1}
 
 
 def event_path(task_id: str) -> list[str]:

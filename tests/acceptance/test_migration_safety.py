@@ -8,34 +8,22 @@ import json
 import signal
 import subprocess
 import sys
-import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db.models import Count
 from kombu import Connection
 
 from migration import outbox
 from migration.models import Discrepancy, MigrationState, ModeChange, OutboxMessage, QueueMessage
 from tasks import service
-from tasks.models import Task, TaskEvent
+from tasks.models import Task
 from tasks.routing import ALL_QUEUES
-from tests.acceptance.helpers import submit, submit_many, wait_status
+from tests.acceptance.helpers import completed_once, submit, submit_many, wait_status
 from tests.conftest import ROOT, ModeSetting, process_env, purge_rabbitmq, require_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BACKGROUND = "helixagent.tasks.background"
-
-
-def completed_once(ids: list[str]) -> None:
-    """Every task in ``ids`` completed, and exactly once."""
-    completions = Counter(
-        dict(TaskEvent.objects.filter(to_status="completed").values_list("task_id").annotate(n=Count("id")))
-    )
-    assert {str(k) for k in completions} >= set(ids)
-    assert {completions[uuid.UUID(i)] for i in ids} == {1}
 
 
 CRASHING_PUBLISHER = """
