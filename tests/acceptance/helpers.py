@@ -28,6 +28,16 @@ def wait_status(task_id: str, *wanted: str, timeout: float = 30.0) -> Task:
     )
 
 
+def wait_completed(ids: list[str], timeout: float) -> None:
+    """Wait until every task in ``ids`` has completed."""
+    wait_for(
+        lambda: Task.objects.filter(pk__in=ids, status="completed").count() == len(ids),
+        timeout,
+        0.5,
+        what=f"all {len(ids)} tasks completed",
+    )
+
+
 def completed_once(ids: list[str]) -> None:
     """Every task in ``ids`` completed, and exactly once."""
     completions = Counter(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tasks.models import Task
-from tests.acceptance.helpers import completed_once, submit
+from tests.acceptance.helpers import completed_once, submit, wait_completed
 from tests.conftest import ROOT, ModeSetting, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -31,10 +31,5 @@ def test_a_kafka_restart_under_load_loses_nothing(api: Any, start_worker: Any, s
     restart_kafka()
     assert Task.objects.filter(pk__in=first, status="completed").count() < len(first), "no load left at the restart"
     later = [submit(api, "noop") for _ in range(50)]
-    wait_for(
-        lambda: Task.objects.filter(status="completed").count() == len(first) + len(later),
-        timeout=120,
-        interval=0.5,
-        what="every task completed after the restart",
-    )
+    wait_completed(first + later, timeout=120)
     completed_once(first + later)

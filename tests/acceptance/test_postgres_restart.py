@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from tasks.models import Task
-from tests.acceptance.helpers import completed_once, submit
+from tests.acceptance.helpers import completed_once, submit, wait_completed
 from tests.conftest import ROOT, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -34,10 +34,5 @@ def test_workers_reconnect_after_a_restart_and_every_task_completes_once(api: An
     later = [submit(api, "noop") for _ in range(50)]
     # throughput is back within 10 s of the restart: new tasks complete again
     wait_for(lambda: Task.objects.filter(pk__in=later, status="completed").exists(), 10, 0.2, what="work resumed")
-    wait_for(
-        lambda: Task.objects.filter(status="completed").count() == len(first) + len(later),
-        timeout=120,
-        interval=0.5,
-        what="every task completed after the restart",
-    )
+    wait_completed(first + later, timeout=120)
     completed_once(first + later)

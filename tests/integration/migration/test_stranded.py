@@ -3,6 +3,7 @@ PostgreSQL (the rows are made by hand: no broker holds their copies)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -23,9 +24,8 @@ def waiting(published_to: str, status: str = "queued", pg_copy: bool = False) ->
     return str(task.pk)
 
 
-def pg_copies() -> dict[str, int]:
-    ids = QueueMessage.objects.values_list("message_id", flat=True)
-    return {task_id: list(ids).count(task_id) for task_id in set(ids)}
+def pg_copies() -> Counter[str]:
+    return Counter(QueueMessage.objects.values_list("message_id", flat=True))
 
 
 def stored_mode(mode: str) -> None:
