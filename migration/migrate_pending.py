@@ -51,38 +51,42 @@ def migrate_pending(
 
     ``workers`` threads move batches side by side (``SKIP LOCKED`` keeps them apart), so one
     batch's database work overlaps another's publishing. Batches hold at most ``batch_size``
-    messages and are of equal size, as many for each thread (:func:`even_batch_size`). On Ctrl-C
-    the threads finish the batch they are in and stop."""
+    messages and are of equal size, as many for each thread (:func:`even_batch_size`); the threads
+    connect to the broker while the waiting messages are counted. A thread stops after a short
+    batch, which took every message it could; ``remaining`` counts any that arrived since. On
+    Ctrl-C the threads finish the batch they are in and stop."""
     snapshot = state.current(max_age=0)
     if snapshot.mode != modes.MESSAGING:
         raise MigrationError(
             f"migrate-pending moves tasks to the broker of messaging mode; the mode is {snapshot.mode}",
             {"mode": snapshot.mode},
         )
-    progress = Progress(remaining=waiting())
-    batch_size = even_batch_size(progress.remaining, batch_size, workers)
-    lock, stop = threading.Lock(), threading.Event()
+    progress = Progress()
+    lock, stop, counted = threading.Lock(), threading.Event(), threading.Event()
+    size = [batch_size]
 
     def drain() -> None:
         from tasks import service
 
         try:
-            leg = service.producer().channel.leg(snapshot.broker)
+            leg = service.producer().channel.leg(snapshot.broker)  # connects while the count runs
             if leg is None:
                 raise LegUnavailable(f"{snapshot.broker} is unreachable")
+            counted.wait()
             while not stop.is_set():
-                moved = _move_batch(leg, snapshot.broker, batch_size)
-                if not moved:
-                    return
-                with lock:
-                    progress.migrated += moved
-                    progress.remaining = max(0, progress.remaining - moved)
-                    if on_batch:
-                        on_batch(progress)
+                moved = _move_batch(leg, snapshot.broker, size[0])
+                if moved:
+                    with lock:
+                        progress.migrated += moved
+                        progress.remaining = max(0, progress.remaining - moved)
+                        if on_batch:
+                            on_batch(progress)
+                if moved < size[0]:
+                    return  # a short batch took every message no other thread holds
         except LegUnavailable as exc:
             stop.set()
             with lock:
-                progress.failed += batch_size
+                progress.failed += size[0]
                 progress.error = str(exc)
             log.error("migration.migrate_pending_failed", extra={"error": str(exc)})
         finally:
@@ -92,11 +96,15 @@ def migrate_pending(
     for thread in threads:
         thread.start()
     try:
+        progress.remaining = waiting()
+        size[0] = even_batch_size(progress.remaining, batch_size, workers)
+        counted.set()
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.2)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, or the count failed
         stop.set()
+        counted.set()
         for thread in threads:
             thread.join()
         raise
@@ -109,8 +117,7 @@ def migrate_pending(
 def even_batch_size(waiting: int, batch_size: int, workers: int) -> int:
     """The size of equal batches, at most ``batch_size``, that give every thread as many of the
     ``waiting`` messages: otherwise the last batch can be moved by one thread while the others
-    have nothing left (10,000 in batches of 2,000 on two threads: three turns, the last alone).
-    Messages that arrive meanwhile are moved in further batches of the same size."""
+    have nothing left (10,000 in batches of 2,000 on two threads: three turns, the last alone)."""
     if waiting <= 0:
         return batch_size
     turns = math.ceil(waiting / (batch_size * workers))
