@@ -229,17 +229,24 @@ class Channel(pgqueue.Channel):
         self.publish_batch(name, [(queue, message)])
 
     def publish_batch(self, name: str, items: list[tuple[str, dict[str, Any]]]) -> None:
-        """Publish to the broker leg ``name`` with confirms, or else as sole PostgreSQL copies."""
-        leg = self.leg(name)
-        try:
+        """Publish to the broker leg ``name`` with confirms, or else as sole PostgreSQL copies.
+
+        A connection that fails is replaced at once, once, before the back-off applies: after a
+        broker restart the first publish finds the old connection closed while the broker is up
+        again, and without the retry every copy would go to PostgreSQL for ``LEG_RETRY`` seconds."""
+        error = f"{name} is unreachable"
+        for attempt in (1, 2):
+            leg = self.leg(name)
             if leg is None:
-                raise LegUnavailable(f"{name} is unreachable")
-            leg.publish_batch(items)
-            return
-        except LegUnavailable as exc:
-            if leg is not None:
+                break
+            try:
+                leg.publish_batch(items)
+                return
+            except LegUnavailable as exc:
                 self.drop_leg(name, exc)
-            error = str(exc)
+                error = str(exc)
+                if attempt == 1:
+                    self._retry_at.pop(name, None)
         ids = [(message.get("headers") or {}).get("id") for _queue, message in items]
         log.error("router.publish_fallback", extra={"leg": name, "task_ids": ids, "error": error})
         for queue, message in items:

@@ -308,15 +308,25 @@ def rabbitmq_reachable() -> bool:
         return False
 
 
+def stop_rabbitmq() -> None:
+    """Stop the RabbitMQ application: connections drop, durable queues stay on disk (the Erlang
+    node keeps running, so it is back in seconds)."""
+    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True, timeout=60)
+
+
+def start_rabbitmq() -> None:
+    subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True, timeout=120)
+    wait_for(rabbitmq_reachable, 60, 0.5, what="RabbitMQ back")
+    from migration.router import LEG_RETRY
+
+    time.sleep(LEG_RETRY)  # this process's publisher retries the broker after this back-off
+
+
 @pytest.fixture
 def rabbitmq_stopped() -> Iterator[None]:
-    """RabbitMQ stopped for the test (the Erlang node keeps running, so it is back in seconds)."""
-    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, capture_output=True, timeout=60)
+    """RabbitMQ stopped for the test."""
+    stop_rabbitmq()
     try:
         yield
     finally:
-        subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, capture_output=True, timeout=120)
-        wait_for(rabbitmq_reachable, 60, 0.5, what="RabbitMQ back")
-        from migration.router import LEG_RETRY
-
-        time.sleep(LEG_RETRY)  # this process's publisher retries the broker after this back-off
+        start_rabbitmq()
