@@ -1,4 +1,5 @@
-"""Faults with real worker processes: SIGKILL mid-task, and two workers sharing one queue."""
+"""Faults with real worker processes: SIGKILL mid-task (in every migration mode), and two workers
+sharing one queue."""
 
 from __future__ import annotations
 
@@ -11,17 +12,19 @@ from django.db.models import Count
 from migration.models import QueueMessage
 from tasks.models import Task, TaskEvent
 from tests.acceptance.helpers import event_path, submit, wait_status
-from tests.conftest import wait_for
+from tests.conftest import ModeSetting, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_task_whose_worker_is_killed_runs_again_and_completes_once(api: Any, start_worker: Any) -> None:
-    first = start_worker("w1")
+def test_a_task_whose_worker_is_killed_runs_again_and_completes_once(
+    api: Any, start_worker: Any, migration_mode: ModeSetting
+) -> None:
+    first = start_worker("w1", **migration_mode.env)
     task_id = submit(api, "sleep", {"seconds": 3})
     wait_status(task_id, "running", timeout=15)
     first.kill()  # SIGKILL to the whole process group: no ack, no cleanup
-    start_worker("w2")
+    start_worker("w2", **migration_mode.env)
     task = wait_status(task_id, "completed", timeout=45)
     assert task.worker_id.startswith("w2@")
     path = event_path(task_id)
