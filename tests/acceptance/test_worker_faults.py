@@ -11,7 +11,7 @@ from django.db.models import Count
 
 from migration.models import QueueMessage
 from tasks.models import Task, TaskEvent
-from tests.acceptance.helpers import event_path, submit, wait_status
+from tests.acceptance.helpers import completed_once, event_path, submit, wait_completed, wait_status
 from tests.conftest import ModeSetting, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -52,3 +52,22 @@ def test_two_workers_complete_two_thousand_tasks_exactly_once(api: Any, start_wo
     by_worker = Counter(w.split("@")[0] for w in Task.objects.values_list("worker_id", flat=True))
     assert by_worker["w1"] > 0 and by_worker["w2"] > 0, by_worker
     wait_for(lambda: not QueueMessage.objects.filter(queue__startswith="helixagent.tasks").exists(), 10, what="acks")
+
+
+def test_a_worker_stopped_with_sigterm_finishes_its_running_tasks_and_hands_back_the_rest(
+    api: Any, start_worker: Any, migration_mode: ModeSetting
+) -> None:
+    # A lease the stopping worker kept would hide its message for two minutes, past the wait below.
+    env = {**migration_mode.env, "HELIX_VISIBILITY_TIMEOUT": "120"}
+    first = start_worker("w1", concurrency=2, **env)
+    ids = [submit(api, "sleep", {"seconds": 0.5}) for _ in range(20)]
+    wait_for(lambda: Task.objects.filter(pk__in=ids, status="running").exists(), 30, 0.05, what="a task running")
+    first.stop()  # SIGTERM: Celery's warm shutdown
+    assert first.process.returncode == 0
+    assert not Task.objects.filter(pk__in=ids, status="running").exists(), "warm shutdown left a task running"
+    assert Task.objects.filter(pk__in=ids, status="completed").count() < len(ids), "nothing was left to hand back"
+    start_worker("w2", concurrency=4, **env)
+    wait_completed(ids, timeout=60)
+    completed_once(ids)
+    starts = Counter(TaskEvent.objects.filter(task_id__in=ids, to_status="running").values_list("task_id", flat=True))
+    assert set(starts.values()) == {1}, "a task ran twice"
