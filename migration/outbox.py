@@ -74,11 +74,13 @@ Item = tuple[int, str, str, dict[str, Any]]  # outbox record id, leg, queue, mes
 
 class Publisher:
     """This process's background publisher of committed broker copies (one thread per process;
-    a forked child starts its own)."""
+    a forked child starts its own, and a thread that died of an unexpected error is replaced at
+    the next hand-over, so copies never wait on a dead thread for the relay)."""
 
     def __init__(self) -> None:
         self.items: queue.SimpleQueue[Item] = queue.SimpleQueue()
         self.pid = 0
+        self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
         self.pending = 0  # handed over and not yet published (or given up to the relay)
 
@@ -87,7 +89,10 @@ class Publisher:
             if self.pid != os.getpid():
                 self.pid = os.getpid()
                 self.items = queue.SimpleQueue()
-                threading.Thread(target=self._run, name="helix-outbox", daemon=True).start()
+                self.thread = None
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="helix-outbox", daemon=True)
+                self.thread.start()
             self.pending += 1
         self.items.put((record_id, leg, queue_name, message))
 
@@ -99,6 +104,12 @@ class Publisher:
         return not self.pending
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:
+            log.exception("migration.outbox_publisher_died")  # the next send starts another
+
+    def _loop(self) -> None:
         from tasks.service import producer
 
         published: list[int] = []  # records whose copies the broker confirmed, not yet deleted

@@ -1,4 +1,5 @@
-"""The outbox publisher on a real PostgreSQL and RabbitMQ: when copies leave, and together with which."""
+"""The outbox publisher on a real PostgreSQL and RabbitMQ: when copies leave, together with which,
+and that a publisher thread that died is replaced."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from migration import outbox, router
 from tasks import service
-from tests.conftest import ModeSetting, purge_rabbitmq
+from tests.conftest import ModeSetting, purge_rabbitmq, wait_for
+from tests.integration.migration.test_api import in_rabbitmq
 
 pytestmark = pytest.mark.django_db(transaction=True)
 #: long enough that no scheduling delay of a busy machine passes for it
@@ -55,3 +57,26 @@ def test_a_copy_that_finds_the_publisher_idle_leaves_at_once_and_a_stream_behind
     assert first_started - submitted < INTERVAL / 2, "the first copy waited for an interval"
     assert len(rest) == 1, f"the copies behind the first left in {len(rest)} batches, not one"
     assert rest[0][0] - first_finished >= INTERVAL * 0.99
+
+
+def test_a_publisher_thread_that_died_is_replaced_by_the_next_copy(
+    monkeypatch: pytest.MonkeyPatch, switch_mode: Callable[[ModeSetting], None]
+) -> None:
+    purge_rabbitmq()
+    switch_mode(ModeSetting("messaging", broker="rabbitmq"))
+    assert outbox.publisher.flush(30)
+
+    def unexpected(published: list[int]) -> list[int]:
+        raise RuntimeError("an error nobody planned for")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(outbox.Publisher, "_forget", staticmethod(unexpected))
+        service.submit({"task_type": "noop"})
+        dead = outbox.publisher.thread
+        assert dead is not None
+        wait_for(lambda: not dead.is_alive(), 10, 0.05, what="the publisher thread to die")
+    service.submit({"task_type": "noop"})
+    assert outbox.publisher.flush(10), "the copy waited on a dead thread"
+    assert outbox.publisher.thread is not dead and outbox.publisher.thread.is_alive()
+    assert in_rabbitmq() == 2
+    purge_rabbitmq()

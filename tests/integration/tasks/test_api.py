@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from migration import outbox
 from tasks.models import ApiToken, Task, TaskEvent
 from tests.conftest import ModeSetting
 
@@ -165,6 +166,7 @@ def test_openapi_document_describes_every_endpoint(api: Any) -> None:
 
 def test_health_reports_database_and_queue(api: Any, migration_mode: ModeSetting) -> None:
     post(api, {"task_type": "echo"})
+    assert outbox.publisher.flush(30)  # a broker copy leaves after the response
     body = api.get("/health").json()
     assert body["status"] == "ok" and body["database"] == "ok"
     assert body["task_queue"]["mode"] == migration_mode.mode
