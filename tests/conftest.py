@@ -63,6 +63,15 @@ def django_db_setup(django_db_setup: None, postgres_url: str) -> Iterator[None]:
     app.conf.broker_transport_options = {**app.conf.broker_transport_options, "dsn": test_database_url(postgres_url)}
     yield
     app.pool.force_close_all()  # let pytest-django drop the test database
+    # ...which a session still open in a background thread (the outbox publisher's) would prevent
+    import psycopg
+    from django.conf import settings
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [settings.DATABASES["default"]["NAME"]],
+        )
 
 
 @pytest.fixture
@@ -262,6 +271,26 @@ def purge_rabbitmq() -> None:
         RabbitMQLeg.declare_topology(channel)
         for queue in ALL_QUEUES:
             channel.queue_purge(queue)
+
+
+def rabbitmq_depth() -> int:
+    """Messages ready in the RabbitMQ task queues (delivered and not yet acknowledged ones are
+    not counted)."""
+    from kombu import Connection
+
+    from tasks.routing import ALL_QUEUES
+
+    with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
+        channel = conn.channel()
+        return sum(channel.queue_declare(queue, passive=True).message_count for queue in ALL_QUEUES)
+
+
+def pg_depth() -> int:
+    """Task messages in the PostgreSQL queue, leased or not."""
+    from migration.models import QueueMessage
+    from tasks.routing import ALL_QUEUES
+
+    return QueueMessage.objects.filter(queue__in=ALL_QUEUES).count()
 
 
 @pytest.fixture

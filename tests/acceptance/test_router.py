@@ -9,35 +9,16 @@ from typing import Any
 
 import pytest
 from django.db.models import Count
-from kombu import Connection
 
 from migration import modes, outbox, state
-from migration.legs.rabbitmq import QUEUE_ARGUMENTS
 from migration.models import Discrepancy, MigrationState, ModeChange, QueueMessage
 from tasks import service
 from tasks.models import Task, TaskEvent
 from tasks.routing import ALL_QUEUES
 from tests.acceptance.helpers import event_path, submit, submit_many, wait_status
-from tests.conftest import ModeSetting, purge_rabbitmq, require_env, wait_for
+from tests.conftest import ModeSetting, pg_depth, purge_rabbitmq, rabbitmq_depth, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def rabbitmq_depth() -> int:
-    """Messages in the RabbitMQ task queues, ready or delivered and not yet acknowledged."""
-    total = 0
-    with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
-        channel = conn.channel()
-        for queue in ALL_QUEUES:
-            _name, ready, _consumers = channel.queue_declare(
-                queue, passive=True, durable=True, auto_delete=False, arguments=QUEUE_ARGUMENTS
-            )
-            total += ready
-    return total
-
-
-def pg_depth() -> int:
-    return QueueMessage.objects.filter(queue__in=ALL_QUEUES).count()
 
 
 def expected_source(setting: ModeSetting, task_id: str) -> str:

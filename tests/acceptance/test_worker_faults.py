@@ -1,5 +1,5 @@
-"""Faults with real worker processes: SIGKILL mid-task (in every migration mode), and two workers
-sharing one queue."""
+"""Faults with real worker processes: SIGKILL mid-task and a SIGTERM with tasks in hand (both in
+every migration mode), and two workers sharing one queue."""
 
 from __future__ import annotations
 

@@ -9,27 +9,15 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from kombu import Connection
 
 from migration.models import ModeChange, OutboxMessage, QueueMessage
 from tasks.models import Task
 from tasks.routing import ALL_QUEUES
 from tests.acceptance.helpers import submit_many
-from tests.conftest import ModeSetting, purge_rabbitmq, require_env, wait_for
+from tests.conftest import ModeSetting, pg_depth, purge_rabbitmq, rabbitmq_depth, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MESSAGING = ModeSetting("messaging", broker="rabbitmq")
-
-
-def in_rabbitmq() -> int:
-    """Task messages waiting in RabbitMQ's task queues."""
-    with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
-        channel = conn.channel()
-        return sum(channel.queue_declare(queue, passive=True).message_count for queue in ALL_QUEUES)
-
-
-def waiting_in_postgresql() -> int:
-    return QueueMessage.objects.filter(queue__in=ALL_QUEUES).count()
 
 
 def test_migrate_pending_moves_the_waiting_tasks_and_reports_the_counts(admin_api: Any, switch_mode: Any) -> None:
@@ -40,11 +28,11 @@ def test_migrate_pending_moves_the_waiting_tasks_and_reports_the_counts(admin_ap
     response = admin_api.post("/admin/migration/migrate-pending")
     assert response.status_code == 200, response.content
     assert response.json() == {"migrated": 40, "failed": 0, "remaining": 0}
-    assert waiting_in_postgresql() == 0 and in_rabbitmq() == 40
+    assert pg_depth() == 0 and rabbitmq_depth() == 40
     assert Task.objects.filter(migrated_at__isnull=False, published_to="rabbitmq").count() == 40
     again = admin_api.post("/admin/migration/migrate-pending")  # idempotent: nothing left to move
     assert again.json() == {"migrated": 0, "failed": 0, "remaining": 0}
-    assert in_rabbitmq() == 40
+    assert rabbitmq_depth() == 40
     purge_rabbitmq()
 
 
@@ -69,7 +57,7 @@ def test_migrate_pending_with_rabbitmq_stopped_answers_503_and_keeps_every_task(
     error = response.json()["error"]
     assert error["code"] == "broker_unavailable" and "rabbitmq" in error["message"]
     assert error["details"]["migrated"] == 0 and error["details"]["remaining"] == 30
-    assert waiting_in_postgresql() == 30  # nothing was dropped: the tasks still wait where they were
+    assert pg_depth() == 30  # nothing was dropped: the tasks still wait where they were
 
 
 def test_rollback_through_the_api_records_who_and_why_and_requeues_broker_only_tasks(
@@ -79,7 +67,7 @@ def test_rollback_through_the_api_records_who_and_why_and_requeues_broker_only_t
     switch_mode(MESSAGING)
     ids = submit_many(20)
     wait_for(lambda: not OutboxMessage.objects.exists(), 30, 0.1, what="published to RabbitMQ")
-    assert waiting_in_postgresql() == 0
+    assert pg_depth() == 0
     response = admin_api.post("/admin/migration/rollback", {"reason": "p99 too high"}, format="json")
     assert response.status_code == 200, response.content
     body = response.json()

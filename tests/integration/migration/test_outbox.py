@@ -11,8 +11,7 @@ import pytest
 
 from migration import outbox, router
 from tasks import service
-from tests.conftest import ModeSetting, purge_rabbitmq, wait_for
-from tests.integration.migration.test_api import in_rabbitmq
+from tests.conftest import ModeSetting, purge_rabbitmq, rabbitmq_depth, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 #: long enough that no scheduling delay of a busy machine passes for it
@@ -78,5 +77,5 @@ def test_a_publisher_thread_that_died_is_replaced_by_the_next_copy(
     service.submit({"task_type": "noop"})
     assert outbox.publisher.flush(10), "the copy waited on a dead thread"
     assert outbox.publisher.thread is not dead and outbox.publisher.thread.is_alive()
-    assert in_rabbitmq() == 2
+    assert rabbitmq_depth() == 2
     purge_rabbitmq()
