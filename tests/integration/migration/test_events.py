@@ -1,22 +1,29 @@
 """The Kafka mirror of lifecycle events (SPEC §5), on real PostgreSQL, RabbitMQ and Kafka: in
 dual_write and messaging every event of the task-event table reaches ``helixagent.events.tasks``
-under its task's id, from the submitting process and the worker alike; legacy mirrors nothing."""
+under its task's id, from the submitting process and the worker alike; legacy mirrors nothing;
+and a hung Kafka delays no task."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from migration import events
+from helixagent.config import get_config
+from migration import events, preflight
 from migration.legs.kafka import EVENTS_TOPIC, ensure_topics
 from tasks.models import TaskEvent
-from tests.acceptance.helpers import submit, wait_completed
+from tests.acceptance.helpers import completed_once, submit, wait_completed
 from tests.conftest import ModeSetting, require_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -115,3 +122,30 @@ def test_legacy_mirrors_nothing(api: Any, switch_mode: Any) -> None:
     assert events.flush(10) == 0
     assert recorded([task_id])  # the table has the events; Kafka must not
     assert mirrored(since, [task_id], 1, timeout=3) == {}
+
+
+@contextmanager
+def kafka_frozen() -> Iterator[None]:
+    """Kafka hung for the test (SIGSTOP: connections stay open and nothing answers), then thawed."""
+    pids = subprocess.run(
+        ["pgrep", "-f", r"kafka\.Kafka .*server\.properties"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for pid in pids:
+        os.kill(int(pid), signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(int(pid), signal.SIGCONT)
+
+
+def test_a_hung_kafka_costs_mirrored_events_never_a_task(api: Any, start_worker: Any, switch_mode: Any) -> None:
+    setting = ModeSetting("dual_write", 50)
+    switch_mode(setting)
+    start_worker("w1", **setting.env)
+    submit(api, "noop")  # the worker's mirror producer exists before Kafka hangs
+    with kafka_frozen():
+        assert preflight.reach("kafka", get_config()) is not None, "Kafka still answers"
+        ids = [submit(api, "noop") for _ in range(50)]
+        wait_completed(ids, timeout=30)
+    completed_once(ids)
