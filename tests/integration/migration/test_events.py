@@ -143,7 +143,7 @@ def test_a_hung_kafka_costs_mirrored_events_never_a_task(api: Any, start_worker:
     setting = ModeSetting("dual_write", 50)
     switch_mode(setting)
     start_worker("w1", **setting.env)
-    submit(api, "noop")  # the worker's mirror producer exists before Kafka hangs
+    wait_completed([submit(api, "noop")], timeout=30)  # both processes have produced to Kafka before it hangs
     with kafka_frozen():
         assert preflight.reach("kafka", get_config()) is not None, "Kafka still answers"
         ids = [submit(api, "noop") for _ in range(50)]
