@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -349,6 +350,21 @@ def start_rabbitmq() -> None:
     from migration.router import LEG_RETRY
 
     time.sleep(LEG_RETRY)  # this process's publisher retries the broker after this back-off
+
+
+@contextmanager
+def kafka_frozen() -> Iterator[None]:
+    """Kafka hung for the test (SIGSTOP: connections stay open and nothing answers), then thawed."""
+    pids = subprocess.run(
+        ["pgrep", "-f", r"kafka\.Kafka .*server\.properties"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for pid in pids:
+        os.kill(int(pid), signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(int(pid), signal.SIGCONT)
 
 
 @pytest.fixture

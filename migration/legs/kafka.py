@@ -9,6 +9,10 @@ per partition, only the offset of the lowest unfinished message (or one past the
 when none is unfinished), so a worker that dies never commits past a task that had not ended;
 its partitions move to another worker, which receives those messages again (the claim on the
 task row keeps a finished task from running twice).
+
+A consumer that has been outside its group for :data:`REJOIN_TIMEOUT` is replaced by a new one:
+after a broker restart librdkafka can leave a consumer that never joins again, and a worker
+would then wait forever while its share of the topic goes unread.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -34,6 +38,9 @@ COMMIT_INTERVAL = 1.0
 PUBLISH_TIMEOUT = 10.0
 #: most messages taken from the consumer's local queue per wait.
 PREFETCH = 200
+#: seconds a subscribed consumer may go without a group membership before it is replaced; a
+#: rejoin after an outage normally takes one session timeout (10 s) once the broker answers.
+REJOIN_TIMEOUT = 60.0
 
 
 def producer_config(servers: str, linger_ms: int = 1) -> dict[str, Any]:
@@ -61,10 +68,42 @@ def ensure_topics(servers: str, partitions: int) -> None:
                 raise LegUnavailable(f"kafka: cannot create {topic}: {exc}") from exc
 
 
+class MembershipWatch:
+    """Tells when a consumer has been outside its group for longer than ``timeout`` seconds.
+
+    Every group member has a member id, even one given no partition; librdkafka clears it when
+    the session ends and sets a new one when the consumer joins again."""
+
+    def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self.clock = clock
+        self.outside_since: float | None = None
+
+    def stalled(self, member_id: str | None) -> bool:
+        """Note the member id just read; true once it has been missing for ``timeout``."""
+        if member_id:
+            self.outside_since = None
+            return False
+        now = self.clock()
+        if self.outside_since is None:
+            self.outside_since = now
+        return now - self.outside_since >= self.timeout
+
+    def reset(self) -> None:
+        self.outside_since = None
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        log.warning("kafka.consumer_close_failed", extra={"error": str(exc)})
+
+
 class KafkaLeg(Leg):
     name = "kafka"
 
-    def __init__(self, servers: str, partitions: int = 8) -> None:
+    def __init__(self, servers: str, partitions: int = 8, rejoin_timeout: float = REJOIN_TIMEOUT) -> None:
         self.servers = servers
         try:
             ensure_topics(servers, partitions)
@@ -80,6 +119,7 @@ class KafkaLeg(Leg):
         self._done: list[tuple[str, str]] = []
         self._done_lock = threading.Lock()
         self._committed_at = 0.0
+        self._membership = MembershipWatch(rejoin_timeout)
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, queue: str, message: dict[str, Any]) -> None:
@@ -113,27 +153,49 @@ class KafkaLeg(Leg):
         for queue in queues:
             self._buffers.setdefault(queue, deque())
         if self.consumer is None:
-            self.consumer = Consumer(
-                {
-                    "bootstrap.servers": self.servers,
-                    "group.id": GROUP,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "session.timeout.ms": 10_000,
-                    "heartbeat.interval.ms": 1_000,
-                    "max.poll.interval.ms": 600_000,
-                    "logger": log,
-                }
-            )
-            self.consumer.subscribe([WORK_TOPIC], on_assign=self._assigned, on_revoke=self._revoked)
+            self.consumer = self._subscribe()
+
+    def _subscribe(self) -> Consumer:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.servers,
+                "group.id": GROUP,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 1_000,
+                "max.poll.interval.ms": 600_000,
+                "logger": log,
+            }
+        )
+        consumer.subscribe([WORK_TOPIC], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
+        self._membership.reset()
+        return consumer
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("kafka.assigned", extra={"partitions": [p.partition for p in partitions]})
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before partitions move to another worker: commit what is safe and forget the rest."""
+        if consumer is not self.consumer:
+            return  # a replaced consumer closing: the leg forgot its partitions already
         self._commit(force=True)
-        gone = {p.partition for p in partitions}
+        self._forget({p.partition for p in partitions})
+        log.info("kafka.revoked", extra={"partitions": sorted(p.partition for p in partitions)})
+
+    def _lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The session ended (the broker hung or went away) and other workers may own these
+        partitions already: forget them without committing. A commit would be refused, and a
+        synchronous one waits for the coordinator, which would stall this worker, mode changes
+        included, for as long as the broker does not answer."""
+        if consumer is not self.consumer:
+            return
+        self._forget({p.partition for p in partitions})
+        log.warning("kafka.partitions_lost", extra={"partitions": sorted(p.partition for p in partitions)})
+
+    def _forget(self, gone: set[int]) -> None:
+        """Drop what the leg holds of these partitions: their messages come again from the
+        committed offset to whichever consumer gets them next."""
         for buffer in self._buffers.values():
             kept = [(m, tag) for m, tag in buffer if int(tag.split(":")[0]) not in gone]
             buffer.clear()
@@ -142,7 +204,16 @@ class KafkaLeg(Leg):
             self._unfinished.pop(partition, None)
             self._next.pop(partition, None)
             self._committed.pop(partition, None)
-        log.info("kafka.revoked", extra={"partitions": sorted(gone)})
+
+    def _replace(self, old: Consumer) -> Consumer:
+        """Subscribe a new consumer in place of one that stopped rejoining its group. The old one
+        closes on a thread of its own: a request still queued in it can hold its close for as
+        long as the broker leaves that request unanswered."""
+        log.warning("kafka.consumer_replaced", extra={"outside_group_seconds": self._membership.timeout})
+        self._forget(set(self._next) | set(self._unfinished))
+        self.consumer = self._subscribe()
+        threading.Thread(target=_close_quietly, args=(old,), name="kafka-consumer-close", daemon=True).start()
+        return self.consumer
 
     def fetch(self, queue: str) -> tuple[dict[str, Any], str]:
         buffer = self._buffers.get(queue)
@@ -161,12 +232,15 @@ class KafkaLeg(Leg):
         ``consume(n, timeout)`` blocks until it has ``n`` messages or the timeout passes, so
         waiting with it would hold a lone new message for the whole turn: the first message is
         awaited with ``poll``, the rest taken without blocking."""
-        if self.consumer is None:
+        consumer = self.consumer
+        if consumer is None:
             time.sleep(timeout)
             return
         try:
-            first = self.consumer.poll(timeout)
-            records = [] if first is None else [first, *self.consumer.consume(num_messages=PREFETCH - 1, timeout=0)]
+            if self._membership.stalled(consumer.memberid()):
+                consumer = self._replace(consumer)
+            first = consumer.poll(timeout)
+            records = [] if first is None else [first, *consumer.consume(num_messages=PREFETCH - 1, timeout=0)]
         except KafkaException as exc:
             raise LegUnavailable(f"kafka: {exc}") from exc
         for record in records:

@@ -1,16 +1,18 @@
-"""Kafka restarts under load in messaging mode: the worker and the submitting process reconnect
-by themselves, nothing is lost, and every task completes once."""
+"""Kafka restarts and hangs in messaging mode: the worker and the submitting process reconnect
+by themselves after a restart, a rollback reaches the worker while Kafka hangs, nothing is lost,
+and every task completes once."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from typing import Any
 
 import pytest
 
 from tasks.models import Task
 from tests.acceptance.helpers import completed_once, submit, wait_completed
-from tests.conftest import ROOT, ModeSetting, wait_for
+from tests.conftest import ROOT, ModeSetting, kafka_frozen, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -33,3 +35,26 @@ def test_a_kafka_restart_under_load_loses_nothing(api: Any, start_worker: Any, s
     later = [submit(api, "noop") for _ in range(50)]
     wait_completed(first + later, timeout=120)
     completed_once(first + later)
+
+
+@pytest.mark.parametrize("hung_for", [0, 12], ids=["at-once", "after-the-session-ended"])
+def test_a_rollback_while_kafka_hangs_under_load_reaches_the_worker(
+    api: Any, admin_api: Any, start_worker: Any, switch_mode: Any, hung_for: float
+) -> None:
+    """The operator's way out of a hung Kafka is a rollback: the worker must not wait on Kafka
+    to follow it, whether its consumer still has a session (``at-once``) or has lost it (past
+    the 10 s session timeout) with tasks under way, whose offsets are not committed yet."""
+    setting = ModeSetting("messaging", broker="kafka")
+    switch_mode(setting)
+    start_worker("w1", **setting.env)
+    load = [submit(api, "sleep", {"seconds": 1}) for _ in range(60)]  # 15 s of work for 4 threads
+    wait_for(lambda: Task.objects.filter(pk__in=load, status="completed").count() >= 4, 60, what="work under way")
+    with kafka_frozen():
+        time.sleep(hung_for)
+        response = admin_api.post("/admin/migration/rollback", {"reason": "Kafka hangs"}, format="json")
+        assert response.status_code == 200, response.content
+        later = [submit(api, "noop") for _ in range(20)]
+        wait_completed(load + later, timeout=90)
+        sources = set(Task.objects.filter(pk__in=later).values_list("dispatch_source", flat=True))
+    assert sources == {"postgresql"}
+    completed_once(load + later)

@@ -6,14 +6,9 @@ and a hung Kafka delays no task."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,7 +19,7 @@ from migration import events, preflight
 from migration.legs.kafka import EVENTS_TOPIC, ensure_topics
 from tasks.models import TaskEvent
 from tests.acceptance.helpers import completed_once, submit, wait_completed
-from tests.conftest import ModeSetting, require_env
+from tests.conftest import ModeSetting, kafka_frozen, require_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Event = tuple[str, str, str]  # kind, from status, to status
@@ -122,21 +117,6 @@ def test_legacy_mirrors_nothing(api: Any, switch_mode: Any) -> None:
     assert events.flush(10) == 0
     assert recorded([task_id])  # the table has the events; Kafka must not
     assert mirrored(since, [task_id], 1, timeout=3) == {}
-
-
-@contextmanager
-def kafka_frozen() -> Iterator[None]:
-    """Kafka hung for the test (SIGSTOP: connections stay open and nothing answers), then thawed."""
-    pids = subprocess.run(
-        ["pgrep", "-f", r"kafka\.Kafka .*server\.properties"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    for pid in pids:
-        os.kill(int(pid), signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(int(pid), signal.SIGCONT)
 
 
 def test_a_hung_kafka_costs_mirrored_events_never_a_task(api: Any, start_worker: Any, switch_mode: Any) -> None:
