@@ -41,6 +41,8 @@ PREFETCH = 200
 #: seconds a subscribed consumer may go without a group membership before it is replaced; a
 #: rejoin after an outage normally takes one session timeout (10 s) once the broker answers.
 REJOIN_TIMEOUT = 60.0
+#: seconds ``close`` waits for the final commit and the group leave (a healthy broker: milliseconds).
+CLOSE_TIMEOUT = 5.0
 
 
 def producer_config(servers: str, linger_ms: int = 1) -> dict[str, Any]:
@@ -285,7 +287,8 @@ class KafkaLeg(Leg):
         self._commit()
 
     def _commit(self, force: bool = False) -> None:
-        if self.consumer is None or (not force and time.monotonic() - self._committed_at < COMMIT_INTERVAL):
+        consumer = self.consumer  # read once: ``close`` may let go of it meanwhile
+        if consumer is None or (not force and time.monotonic() - self._committed_at < COMMIT_INTERVAL):
             return
         self._committed_at = time.monotonic()
         offsets = []
@@ -298,9 +301,9 @@ class KafkaLeg(Leg):
         if offsets:
             try:
                 if force:
-                    self.consumer.commit(offsets=offsets, asynchronous=False)
+                    consumer.commit(offsets=offsets, asynchronous=False)
                 else:
-                    self.consumer.commit(offsets=offsets, asynchronous=True)
+                    consumer.commit(offsets=offsets, asynchronous=True)
             except KafkaException as exc:
                 log.warning("kafka.commit_failed", extra={"error": str(exc)})
 
@@ -319,11 +322,26 @@ class KafkaLeg(Leg):
             consumer.close()
 
     def close(self) -> None:
+        """Commit what is safe, leave the group and deliver what the producer holds. The
+        consumer's part runs on a thread of its own and is waited for at most
+        :data:`CLOSE_TIMEOUT`: a synchronous commit, and a close with a commit outstanding, wait
+        for as long as a hung broker does not answer, and the worker stopping (or dropping the
+        leg) would wait with them."""
+        consumer = self.consumer
+        if consumer is not None:
+            closer = threading.Thread(
+                target=self._close_consumer, args=(consumer,), name="kafka-consumer-close", daemon=True
+            )
+            closer.start()
+            closer.join(CLOSE_TIMEOUT)
+            if closer.is_alive():
+                log.warning("kafka.close_timed_out", extra={"seconds": CLOSE_TIMEOUT})
+            self.consumer = None
+        self.producer.flush(5)
+
+    def _close_consumer(self, consumer: Consumer) -> None:
         try:
             self.flush()
             self._commit(force=True)
         finally:
-            if self.consumer is not None:
-                self.consumer.close()
-                self.consumer = None
-            self.producer.flush(5)
+            _close_quietly(consumer)

@@ -58,3 +58,23 @@ def test_a_rollback_while_kafka_hangs_under_load_reaches_the_worker(
         sources = set(Task.objects.filter(pk__in=later).values_list("dispatch_source", flat=True))
     assert sources == {"postgresql"}
     completed_once(load + later)
+
+
+def test_a_worker_stopped_while_kafka_hangs_exits_and_its_tasks_run_on_the_next(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
+    """SIGTERM during a Kafka hang: the warm shutdown ends the tasks under way and the worker
+    exits by itself (its last commit and group leave wait at most ``CLOSE_TIMEOUT``); the tasks
+    it had taken and not run come again from Kafka to the next worker."""
+    setting = ModeSetting("messaging", broker="kafka")
+    switch_mode(setting)
+    first = start_worker("w1", **setting.env)
+    ids = [submit(api, "sleep", {"seconds": 0.5}) for _ in range(40)]
+    wait_for(lambda: Task.objects.filter(pk__in=ids, status="completed").count() >= 4, 60, what="work under way")
+    with kafka_frozen():
+        first.stop()  # SIGTERM; SIGKILL if the worker has not exited 20 s later
+    assert first.process.returncode == 0, f"the worker did not exit by itself ({first.process.returncode})"
+    assert Task.objects.filter(pk__in=ids, status="completed").count() < len(ids), "nothing was left to hand back"
+    start_worker("w2", **setting.env)
+    wait_completed(ids, timeout=120)
+    completed_once(ids)
