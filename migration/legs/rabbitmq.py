@@ -10,6 +10,12 @@ and its confirms awaited together. Consuming:
 ``basic_consume`` with a prefetch window; a message is acknowledged only when the router is told
 the task ended, and a consumer that dies leaves its unacknowledged messages to RabbitMQ, which
 delivers them again.
+
+A broker under a resource alarm (memory or disk) stops reading from connections that publish
+and tells them so (``connection.blocked``): the leg then refuses to publish at once, so the
+router falls back to PostgreSQL copies instead of waiting out the alarm, and drops the
+connection without the close handshake the broker would not read. Any other socket operation
+that names no timeout of its own gives up after :data:`IO_TIMEOUT`.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ DLX = "helixagent.dlx"
 DLQ = "helixagent.dlq"
 QUEUE_ARGUMENTS = {"x-dead-letter-exchange": DLX}
 CONFIRM_TIMEOUT = 10.0
+#: seconds a socket operation without a timeout of its own may block (a write, an RPC's reply,
+#: the close handshake).
+IO_TIMEOUT = 10.0
 #: messages per socket write when publishing a batch.
 WRITE_EVERY = 64
 
@@ -49,9 +58,16 @@ class RabbitMQLeg(Leg):
 
     def __init__(self, url: str, prefetch: int = 100, connect_timeout: float = 5.0) -> None:
         self.prefetch = prefetch
-        self.conn = Connection(url, connect_timeout=connect_timeout, heartbeat=0)
+        self.blocked = ""  # why the broker blocks this connection's publishes, while it does
+        self.conn = Connection(
+            url,
+            connect_timeout=connect_timeout,
+            heartbeat=0,
+            transport_options={"on_blocked": self._on_blocked, "on_unblocked": self._on_unblocked},
+        )
         try:
             self.conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=connect_timeout)
+            self.conn.connection.transport.sock.settimeout(IO_TIMEOUT)
             self.channel: Any = self.conn.channel()
             self.declare_topology(self.channel)
             self.channel.confirm_select()
@@ -92,6 +108,8 @@ class RabbitMQLeg(Leg):
         try:
             if not self.channel.is_open:
                 raise LegUnavailable("rabbitmq: the channel is closed")
+            if self.blocked:
+                raise LegUnavailable(f"rabbitmq: the broker blocks publishing ({self.blocked})")
             connection = self.conn.connection
             frames: list[bytes] = []
             for queue, message in items:
@@ -103,6 +121,8 @@ class RabbitMQLeg(Leg):
                 self._write(frames)
             deadline = time.monotonic() + CONFIRM_TIMEOUT
             while self._unconfirmed and not self._nacked:
+                if self.blocked:
+                    raise LegUnavailable(f"rabbitmq: the broker blocks publishing ({self.blocked})")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise LegUnavailable(f"rabbitmq: {len(self._unconfirmed)} publishes not confirmed in time")
@@ -134,6 +154,12 @@ class RabbitMQLeg(Leg):
             self._confirmed_below = max(self._confirmed_below, tag + 1)
         else:
             self._unconfirmed.discard(tag)
+
+    def _on_blocked(self, reason: str) -> None:
+        self.blocked = reason or "blocked"
+
+    def _on_unblocked(self) -> None:
+        self.blocked = ""
 
     def _refused(self, tag: int, multiple: bool) -> None:
         self._nacked = True
@@ -235,4 +261,7 @@ class RabbitMQLeg(Leg):
             pass
         finally:
             self._buffers.clear()
-            self.conn.release()
+            if self.blocked:
+                self.conn.collect()  # the broker would not read the close handshake
+            else:
+                self.conn.release()  # the handshake waits at most IO_TIMEOUT

@@ -1,17 +1,23 @@
 """RabbitMQ restarts under load: the worker's consumer and the submitting process reconnect by
 themselves, the messages the worker held unacknowledged come back (the claim skips those already
-run), and every task completes once. In dual_write the verifier finds nothing amiss."""
+run), and every task completes once. In dual_write the verifier finds nothing amiss. A memory
+alarm that blocks publishers sends new copies to PostgreSQL until it clears."""
 
 from __future__ import annotations
 
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
+from migration import migrate_pending
 from migration.models import Discrepancy
+from migration.router import LEG_RETRY
 from tasks.models import Task
-from tests.acceptance.helpers import completed_once, submit, wait_completed
+from tests.acceptance.helpers import completed_once, submit, submit_many, wait_completed
 from tests.conftest import (
     ModeSetting,
     pg_depth,
@@ -66,3 +72,51 @@ def test_a_rabbitmq_restart_in_dual_write_loses_no_copy_and_logs_no_discrepancy(
     wait_for(lambda: not dual.filter(verified_at__isnull=True).exists(), 60, 0.5, what="every dual task verified")
     assert list(Discrepancy.objects.values_list("kind", "task_id", "leg")) == []
     assert pg_depth() == 0 and rabbitmq_depth() == 0
+
+
+@contextmanager
+def rabbitmq_memory_alarm() -> Iterator[None]:
+    """RabbitMQ's memory alarm raised: it stops reading from every connection that publishes
+    (``connection.blocked``) while consumers go on."""
+    subprocess.run(["rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0"], check=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "set_vm_memory_high_watermark", "0.4"], check=True, timeout=60)
+
+
+def test_tasks_submitted_while_rabbitmq_blocks_publishers_run_from_postgresql_once(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
+    setting = ModeSetting("messaging", broker="rabbitmq")
+    purge_rabbitmq()
+    switch_mode(setting)
+    start_worker("w1", **setting.env)
+    wait_completed([submit(api, "noop")], timeout=30)  # connected before the alarm
+    with rabbitmq_memory_alarm():
+        during = [submit(api, "noop") for _ in range(20)]
+        wait_completed(during, timeout=60)  # the copies fell back instead of waiting out the alarm
+    assert set(Task.objects.filter(pk__in=during).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    time.sleep(LEG_RETRY)  # the publisher tries RabbitMQ again after its back-off
+    later = [submit(api, "noop") for _ in range(20)]
+    wait_completed(later, timeout=60)
+    completed_once(during + later)
+    assert set(Task.objects.filter(pk__in=later).values_list("dispatch_source", flat=True)) == {"rabbitmq"}
+
+
+def test_migrate_pending_while_rabbitmq_blocks_publishers_moves_nothing_and_reruns(switch_mode: Any) -> None:
+    purge_rabbitmq()
+    switch_mode(ModeSetting("legacy"))
+    ids = submit_many(3000)
+    switch_mode(ModeSetting("messaging", broker="rabbitmq"))
+    with rabbitmq_memory_alarm():
+        blocked = migrate_pending.migrate_pending(batch_size=1000)
+    assert blocked.migrated == 0 and blocked.remaining == 3000, blocked
+    assert "rabbitmq" in blocked.error
+    time.sleep(LEG_RETRY)  # this process's publisher tries RabbitMQ again after its back-off
+    moved = migrate_pending.migrate_pending(batch_size=1000)
+    assert moved.migrated == 3000 and moved.remaining == 0, moved
+    # The blocked run's first writes reached the queues before the alarm stopped reading them:
+    # those copies are there twice, which the claim on the task row makes harmless.
+    assert rabbitmq_depth() >= 3000 and pg_depth() == 0
+    assert Task.objects.filter(pk__in=ids, migrated_at__isnull=False).count() == 3000
