@@ -1,10 +1,13 @@
 """RabbitMQ restarts under load: the worker's consumer and the submitting process reconnect by
 themselves, the messages the worker held unacknowledged come back (the claim skips those already
 run), and every task completes once. In dual_write the verifier finds nothing amiss. A memory
-alarm that blocks publishers sends new copies to PostgreSQL until it clears."""
+alarm that blocks publishers sends new copies to PostgreSQL until it clears, and so does a hung
+broker."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -120,3 +123,34 @@ def test_migrate_pending_while_rabbitmq_blocks_publishers_moves_nothing_and_reru
     # those copies are there twice, which the claim on the task row makes harmless.
     assert rabbitmq_depth() >= 3000 and pg_depth() == 0
     assert Task.objects.filter(pk__in=ids, migrated_at__isnull=False).count() == 3000
+
+
+@contextmanager
+def rabbitmq_frozen() -> Iterator[None]:
+    """RabbitMQ hung (SIGSTOP: connections stay open, nothing answers), then thawed."""
+    pids = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True, check=True).stdout.split()
+    for pid in pids:
+        os.kill(int(pid), signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(int(pid), signal.SIGCONT)
+
+
+def test_tasks_submitted_while_rabbitmq_hangs_run_from_postgresql_once(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
+    """The submitting process's publisher waits for confirms that do not come; 5 s after the
+    submits a worker's outbox relay takes the copies over, cannot connect to the hung broker, and
+    publishes PostgreSQL copies instead, which the worker runs."""
+    setting = ModeSetting("messaging", broker="rabbitmq")
+    purge_rabbitmq()
+    switch_mode(setting)
+    start_worker("w1", **setting.env)
+    wait_completed([submit(api, "noop")], timeout=30)  # connected before the hang
+    with rabbitmq_frozen():
+        during = [submit(api, "noop") for _ in range(10)]
+        wait_completed(during, timeout=90)
+    assert set(Task.objects.filter(pk__in=during).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    completed_once(during)
