@@ -43,6 +43,7 @@ class MigrationConfig:
 class MessagingConfig:
     broker: str = "rabbitmq"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672//"
+    rabbitmq_heartbeat: float = 30.0
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_partitions: int = 8
 
@@ -90,6 +91,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "MIN_SAMPLES": ("migration", "min_samples"),
     "MESSAGING_BROKER": ("messaging", "broker"),
     "RABBITMQ_URL": ("messaging", "rabbitmq_url"),
+    "RABBITMQ_HEARTBEAT": ("messaging", "rabbitmq_heartbeat"),
     "KAFKA_BOOTSTRAP_SERVERS": ("messaging", "kafka_bootstrap_servers"),
     "HELIX_VISIBILITY_TIMEOUT": ("queue", "visibility_timeout"),
     "HELIX_POLL_INTERVAL": ("queue", "poll_interval"),

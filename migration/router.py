@@ -80,13 +80,15 @@ def split_tag(delivery_tag: str) -> tuple[str, int, str] | None:
     return (parts[0], int(parts[1]), parts[2]) if len(parts) == 3 else None
 
 
-def open_leg(name: str) -> Leg:
-    """Connect a broker leg from the configuration; raises :class:`LegUnavailable`."""
+def open_leg(name: str, consuming: bool = False) -> Leg:
+    """Connect a broker leg from the configuration; raises :class:`LegUnavailable`. A consuming
+    RabbitMQ leg uses heartbeats: without them the broker keeps the messages a hung or vanished
+    worker holds for as long as its TCP connection looks open."""
     config = get_config().messaging
     if name == modes.RABBITMQ:
         from migration.legs.rabbitmq import RabbitMQLeg
 
-        return RabbitMQLeg(config.rabbitmq_url)
+        return RabbitMQLeg(config.rabbitmq_url, heartbeat=config.rabbitmq_heartbeat if consuming else 0.0)
     if name == modes.KAFKA:
         from migration.legs.kafka import KafkaLeg
 
@@ -156,7 +158,7 @@ class Channel(pgqueue.Channel):
         if leg is not None or time.monotonic() < self._retry_at.get(name, 0.0):
             return leg
         try:
-            leg = open_leg(name)
+            leg = open_leg(name, consuming=bool(self._task_queues))
             if self._task_queues:
                 leg.consume(sorted(self._task_queues))
         except LegUnavailable as exc:
@@ -439,5 +441,6 @@ class Transport(pgqueue.Transport):
             for name, leg in list(channel.consuming_brokers()):
                 try:
                     leg.flush()
+                    leg.heartbeat()
                 except LegUnavailable as exc:
                     channel.drop_leg(name, exc)

@@ -76,6 +76,12 @@ class Leg(ABC):
         (the router then waits on it together with PostgreSQL's NOTIFY connection)."""
         return None
 
+    def heartbeat(self) -> None:
+        """Called about once a second while the leg consumes: keep the broker seeing this
+        client alive, and raise :class:`LegUnavailable` if the broker has gone silent. Legs
+        whose client keeps its connections alive itself (Kafka, PostgreSQL) do nothing."""
+        return None
+
     @abstractmethod
     def depth(self, queue: str) -> int:
         """Messages of ``queue`` the broker still holds (ready, not yet delivered)."""

@@ -56,13 +56,13 @@ WRITE_EVERY = 64
 class RabbitMQLeg(Leg):
     name = "rabbitmq"
 
-    def __init__(self, url: str, prefetch: int = 100, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, prefetch: int = 100, connect_timeout: float = 5.0, heartbeat: float = 0.0) -> None:
         self.prefetch = prefetch
         self.blocked = ""  # why the broker blocks this connection's publishes, while it does
         self.conn = Connection(
             url,
             connect_timeout=connect_timeout,
-            heartbeat=0,
+            heartbeat=heartbeat,
             transport_options={"on_blocked": self._on_blocked, "on_unblocked": self._on_unblocked},
         )
         try:
@@ -241,6 +241,15 @@ class RabbitMQLeg(Leg):
                 self.conn.drain_events(timeout=0)
         except TimeoutError:
             pass
+        except Exception as exc:
+            raise LegUnavailable(f"rabbitmq: {exc}") from exc
+
+    def heartbeat(self) -> None:
+        """Send a heartbeat when one is due; raise if the broker's have stopped coming."""
+        if not self.conn.heartbeat:
+            return
+        try:
+            self.conn.heartbeat_check()
         except Exception as exc:
             raise LegUnavailable(f"rabbitmq: {exc}") from exc
 

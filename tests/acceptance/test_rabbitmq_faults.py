@@ -154,3 +154,27 @@ def test_tasks_submitted_while_rabbitmq_hangs_run_from_postgresql_once(
         wait_completed(during, timeout=90)
     assert set(Task.objects.filter(pk__in=during).values_list("dispatch_source", flat=True)) == {"postgresql"}
     completed_once(during)
+
+
+def test_messages_held_by_a_frozen_worker_run_on_another_worker(api: Any, start_worker: Any, switch_mode: Any) -> None:
+    """A worker that stops answering while its connection stays open (SIGSTOP, as a hung node or
+    one cut off from the network): RabbitMQ closes that connection after missed heartbeats and
+    delivers the messages it held to the other worker."""
+    setting = ModeSetting("messaging", broker="rabbitmq")
+    purge_rabbitmq()
+    switch_mode(setting)
+    env = {**setting.env, "RABBITMQ_HEARTBEAT": "2"}
+    first = start_worker("w1", concurrency=1, **env)
+    ids = [submit(api, "sleep", {"seconds": 0.5}) for _ in range(30)]  # w1 takes them all (prefetch)
+    wait_for(lambda: Task.objects.filter(pk__in=ids, status="completed").count() >= 2, 60, what="w1 at work")
+    os.killpg(first.process.pid, signal.SIGSTOP)
+    try:
+        held = list(Task.objects.filter(pk__in=ids, status="queued").values_list("pk", flat=True))
+        assert held, "w1 held no message"
+        start_worker("w2", concurrency=4, **env)
+        wait_completed([str(pk) for pk in held], timeout=60)
+        workers = set(Task.objects.filter(pk__in=held).values_list("worker_id", flat=True))
+        assert {worker.split("@")[0] for worker in workers} == {"w2"}
+    finally:
+        first.kill()
+    completed_once([str(pk) for pk in held])
