@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlunparse
@@ -353,11 +353,10 @@ def start_rabbitmq() -> None:
 
 
 @contextmanager
-def kafka_frozen() -> Iterator[None]:
-    """Kafka hung for the test (SIGSTOP: connections stay open and nothing answers), then thawed."""
-    pids = subprocess.run(
-        ["pgrep", "-f", r"kafka\.Kafka .*server\.properties"], capture_output=True, text=True, check=True
-    ).stdout.split()
+def frozen(process: str) -> Iterator[None]:
+    """The service whose processes match ``process`` (a ``pgrep -f`` pattern) hung for the test
+    (SIGSTOP: connections stay open and nothing answers), then thawed."""
+    pids = subprocess.run(["pgrep", "-f", process], capture_output=True, text=True, check=True).stdout.split()
     for pid in pids:
         os.kill(int(pid), signal.SIGSTOP)
     try:
@@ -365,6 +364,14 @@ def kafka_frozen() -> Iterator[None]:
     finally:
         for pid in pids:
             os.kill(int(pid), signal.SIGCONT)
+
+
+def kafka_frozen() -> AbstractContextManager[None]:
+    return frozen(r"kafka\.Kafka .*server\.properties")
+
+
+def rabbitmq_frozen() -> AbstractContextManager[None]:
+    return frozen("beam.smp")
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ read them), ``message_id`` = task id, with publisher confirms; a batch is publis
 and its confirms awaited together. Consuming:
 ``basic_consume`` with a prefetch window; a message is acknowledged only when the router is told
 the task ended, and a consumer that dies leaves its unacknowledged messages to RabbitMQ, which
-delivers them again.
+delivers them again. A consuming connection has heartbeats (the router opens it with
+``heartbeat`` and ticks :meth:`RabbitMQLeg.heartbeat`), so RabbitMQ also takes back the messages
+of a consumer that hangs, or whose host vanishes, with its connection still open.
 
 A broker under a resource alarm (memory or disk) stops reading from connections that publish
 and tells them so (``connection.blocked``): the leg then refuses to publish at once, so the

@@ -26,6 +26,7 @@ from tests.conftest import (
     pg_depth,
     purge_rabbitmq,
     rabbitmq_depth,
+    rabbitmq_frozen,
     start_rabbitmq,
     stop_rabbitmq,
     wait_for,
@@ -123,19 +124,6 @@ def test_migrate_pending_while_rabbitmq_blocks_publishers_moves_nothing_and_reru
     # those copies are there twice, which the claim on the task row makes harmless.
     assert rabbitmq_depth() >= 3000 and pg_depth() == 0
     assert Task.objects.filter(pk__in=ids, migrated_at__isnull=False).count() == 3000
-
-
-@contextmanager
-def rabbitmq_frozen() -> Iterator[None]:
-    """RabbitMQ hung (SIGSTOP: connections stay open, nothing answers), then thawed."""
-    pids = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True, check=True).stdout.split()
-    for pid in pids:
-        os.kill(int(pid), signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(int(pid), signal.SIGCONT)
 
 
 def test_tasks_submitted_while_rabbitmq_hangs_run_from_postgresql_once(
