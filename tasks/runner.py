@@ -17,13 +17,14 @@ from typing import Any
 
 from celery import shared_task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from helixagent.config import get_config
 from helixagent.logging import get_logger
 from migration import guard, modes, outbox, stranded, verifier
+from migration.pgqueue import transport as pgqueue
 from tasks import service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
@@ -213,6 +214,13 @@ _stop_maintenance = threading.Event()
 @worker_ready.connect
 def _start_maintenance(**_: Any) -> None:
     threading.Thread(target=_maintenance_loop, args=(_stop_maintenance,), name="helix-maintenance", daemon=True).start()
+
+
+@worker_shutting_down.connect
+def _stop_consuming(**_: Any) -> None:
+    """On SIGTERM, SIGINT or SIGQUIT (sent in the signal handler): take no new message, so the
+    worker goes on to finish the tasks it runs instead of waiting on an idle queue first."""
+    pgqueue.stopping.set()
 
 
 @worker_shutdown.connect

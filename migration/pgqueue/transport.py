@@ -54,6 +54,10 @@ RENEW_INTERVAL = 10.0
 #: waited ``ACK_WAIT`` seconds (an acknowledged row stays leased, so no one claims it meanwhile).
 ACK_BATCH = 32
 ACK_WAIT = 0.1
+#: set once this process stops consuming for good (a worker's shutdown, see
+#: :mod:`tasks.runner`): ``drain_events`` then delivers nothing more and returns at once. Celery's
+#: blocking loop otherwise waits out up to two idle polls of two seconds before it stops.
+stopping = threading.Event()
 
 
 def row_id(delivery_tag: str) -> int:
@@ -354,6 +358,10 @@ class Transport(virtual.Transport):
         started = time.monotonic()
         while True:
             self._maintain()
+            if stopping.is_set():  # leave messages to the workers that stay; settle the acks
+                for channel in self.channels:
+                    channel.flush_acks()
+                raise TimeoutError()
             self._wake(self.waiter.woken())
             try:
                 self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]

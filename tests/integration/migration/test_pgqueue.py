@@ -10,6 +10,7 @@ import pytest
 from kombu import Connection, Exchange, Queue
 
 from bench.common import wal_flushes
+from migration.pgqueue import transport
 from migration.pgqueue.store import PostgresStore, open_waiter
 
 QUEUE = "helixagent.tasks.background"
@@ -140,6 +141,26 @@ def test_a_consumer_that_closes_without_ack_returns_its_message(live_db_url: str
         queue = conn.SimpleQueue("probe.restore")
         message = queue.get(timeout=5)
         assert message.payload == {"n": 1} and message.delivery_info is not None
+        message.ack()
+        queue.close()
+
+
+def test_a_stopping_consumer_returns_at_once_and_leaves_the_waiting_message(
+    live_db_url: str, store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transport, "stopping", threading.Event())
+    with kombu_connection(live_db_url, polling_interval=1.0) as conn:
+        queue = conn.SimpleQueue("probe.stopping")
+        queue.put({"n": 1})
+        transport.stopping.set()
+        started = time.monotonic()
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=10)
+        assert time.monotonic() - started < 1.0  # not after an idle poll, let alone the timeout
+        assert store.size("probe.stopping") == 1
+        transport.stopping.clear()
+        message = queue.get(timeout=5)
+        assert message.payload == {"n": 1}
         message.ack()
         queue.close()
 
