@@ -130,8 +130,11 @@ class WorkerProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
+        """SIGTERM to the main process, as a supervisor stops a worker: its warm shutdown stops
+        the pool. (SIGTERM to the whole group would also end prefork pool processes in the middle
+        of a write to the pool's queues, which can deadlock the main process's shutdown.)"""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:

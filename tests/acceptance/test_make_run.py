@@ -62,7 +62,7 @@ def test_run_script_serves_tasks_on_sqlite_with_flower(tmp_path: Path) -> None:
         wait_for(lambda: state_in_flower() == "SUCCESS", 60, what="the task's success in flower")
         assert (tmp_path / "var" / "helixagent.sqlite3").exists()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         try:
             process.wait(30)
         except subprocess.TimeoutExpired:  # a slow stop under load must not leave processes behind
