@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,10 +42,14 @@ def test_each_mode_runs_tasks_from_its_source(api: Any, start_worker: Any, migra
     wait_for(lambda: rabbitmq_depth() == 0, 10, what="RabbitMQ queues empty")
 
 
-def test_dual_write_at_30_percent_splits_2000_tasks_and_leaves_no_message(start_worker: Any, switch_mode: Any) -> None:
+def test_dual_write_at_30_percent_splits_2000_tasks_leaves_no_message_and_logs_no_discrepancy(
+    start_worker: Any, switch_mode: Any, tmp_path: Path
+) -> None:
     purge_rabbitmq()
     switch_mode(ModeSetting("dual_write", 30))
-    start_worker("w1", concurrency=8)
+    # The verifier judges each task once it is older than the timeout, which must outlast the
+    # backlog of 2,000 (a copy still waiting then would rightly count as missing).
+    start_worker("w1", concurrency=8, DUAL_WRITE_TIMEOUT="20")
     ids = submit_many(2000)
     wait_for(lambda: Task.objects.filter(status="completed").count() == 2000, 300, 1.0, what="2000 completed tasks")
     sources = Counter(Task.objects.values_list("dispatch_source", flat=True))
@@ -54,6 +59,10 @@ def test_dual_write_at_30_percent_splits_2000_tasks_and_leaves_no_message(start_
     claims = TaskEvent.objects.filter(to_status="running").values("task_id").annotate(n=Count("id"))
     assert len(claims) == 2000 and {row["n"] for row in claims} == {1}, "a task ran twice"
     wait_for(lambda: pg_depth() == 0 and rabbitmq_depth() == 0, 30, 0.5, what="both queues empty")
+    wait_for(lambda: not Task.objects.filter(verified_at__isnull=True).exists(), 60, 0.5, what="every task verified")
+    assert list(Discrepancy.objects.values_list("kind", "task_id", "leg")) == []
+    discrepancy_log = tmp_path / "migration-discrepancies.log"
+    assert not discrepancy_log.exists() or discrepancy_log.read_text() == ""
 
 
 def test_moving_the_split_between_the_two_copies_of_a_task_leaves_one_to_run_it(
