@@ -69,20 +69,21 @@ def migrate_pending(
         from tasks import service
 
         try:
-            leg = service.producer().channel.leg(snapshot.broker)  # connects while the count runs
-            if leg is None:
-                raise LegUnavailable(f"{snapshot.broker} is unreachable")
-            counted.wait()
-            while not stop.is_set():
-                moved = _move_batch(leg, snapshot.broker, size[0])
-                if moved:
-                    with lock:
-                        progress.migrated += moved
-                        progress.remaining = max(0, progress.remaining - moved)
-                        if on_batch:
-                            on_batch(progress)
-                if moved < size[0]:
-                    return  # a short batch took every message no other thread holds
+            with service.producer() as current:  # the thread's own, held until it is done
+                leg = current.channel.leg(snapshot.broker)  # connects while the count runs
+                if leg is None:
+                    raise LegUnavailable(f"{snapshot.broker} is unreachable")
+                counted.wait()
+                while not stop.is_set():
+                    moved = _move_batch(leg, snapshot.broker, size[0])
+                    if moved:
+                        with lock:
+                            progress.migrated += moved
+                            progress.remaining = max(0, progress.remaining - moved)
+                            if on_batch:
+                                on_batch(progress)
+                    if moved < size[0]:
+                        return  # a short batch took every message no other thread holds
         except LegUnavailable as exc:
             stop.set()
             with lock:

@@ -133,11 +133,11 @@ class Publisher:
                 except queue.Empty:
                     break
             try:
-                channel = producer().channel
-                for leg in {item[1] for item in batch}:
-                    chosen = [item for item in batch if item[1] == leg]
-                    channel.publish_batch(leg, [(item[2], item[3]) for item in chosen])
-                    published.extend(item[0] for item in chosen)
+                with producer() as current:
+                    for leg in {item[1] for item in batch}:
+                        chosen = [item for item in batch if item[1] == leg]
+                        current.channel.publish_batch(leg, [(item[2], item[3]) for item in chosen])
+                        published.extend(item[0] for item in chosen)
                 sent_at = time.monotonic()
                 if len(published) >= BATCH_SIZE or time.monotonic() - forgotten_at >= FORGET_EVERY:
                     published, forgotten_at = self._forget(published), time.monotonic()

@@ -178,7 +178,8 @@ def _recover_stuck() -> None:
 
 
 def _relay_outbox() -> None:
-    outbox.relay(service.producer().channel)
+    with service.producer() as current:
+        outbox.relay(current.channel)
 
 
 def _maintenance_loop(stop: threading.Event) -> None:

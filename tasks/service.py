@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import threading
+import functools
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
-from kombu import Connection, Producer
+from kombu import Connection, Producer, pools
 
 from helixagent.config import get_config
 from migration import gather, modes, state
@@ -79,20 +81,25 @@ def _insert_in_one_statement(task: Task) -> None:
     transitions.mirror_created(task, events)
 
 
-_local = threading.local()
+@functools.cache
+def _router() -> Connection:
+    """The router connection that pooled producers clone: publishing through Django's connection."""
+    from helixagent.celery import app
+
+    return Connection(app.conf.broker_url, transport_options={**app.conf.broker_transport_options, "dsn": "django"})
 
 
-def producer() -> Producer:
-    """This thread's producer on the router, writing the PostgreSQL queue through Django's own
-    connection (so a queue message commits with its task row)."""
-    current: Producer | None = getattr(_local, "producer", None)
-    if current is None:
-        from helixagent.celery import app
+@contextmanager
+def producer() -> Iterator[Producer]:
+    """A producer on the router, the calling thread's alone until the block ends.
 
-        options = {**app.conf.broker_transport_options, "dsn": "django"}
-        current = Producer(Connection(app.conf.broker_url, transport_options=options))
-        _local.producer = current
-    return current
+    It writes the PostgreSQL queue through the calling thread's own Django connection, so a
+    queue message commits with its task row. Producers come from kombu's pool rather than one
+    per thread: the API serves each request on a new thread, and a new producer would declare
+    its queue again, a statement more for every submit.
+    """
+    with pools.producers[_router()].acquire(block=True) as current:
+        yield current
 
 
 def _legs() -> str:
@@ -134,7 +141,8 @@ def _send(task: Task) -> None:
     timeout = task.config.get("timeout_seconds") if isinstance(task.config, dict) else None
     if timeout:
         options.update(soft_time_limit=float(timeout), time_limit=float(timeout) + 5)
-    run_task.apply_async(producer=producer(), **options)
+    with producer() as current:
+        run_task.apply_async(producer=current, **options)
 
 
 def reenqueue(task_ids: list[uuid.UUID] | list[str]) -> int:
