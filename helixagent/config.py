@@ -67,8 +67,15 @@ class TasksConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    database_pool: int = 10
+    database_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str = ""
+    api: ApiConfig = field(default_factory=ApiConfig)
     migration: MigrationConfig = field(default_factory=MigrationConfig)
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
@@ -99,6 +106,8 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "HELIX_HEARTBEAT_INTERVAL": ("tasks", "heartbeat_interval"),
     "HELIX_DISPATCH_INTERVAL": ("tasks", "dispatch_interval"),
     "HELIX_RETRY_BACKOFF_BASE": ("tasks", "retry_backoff_base"),
+    "HELIX_API_DATABASE_POOL": ("api", "database_pool"),
+    "HELIX_API_DATABASE_TIMEOUT": ("api", "database_timeout"),
 }
 
 
@@ -142,6 +151,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("messaging.kafka_partitions: must be at least 1")
     if config.queue.visibility_timeout <= 0 or config.queue.claim_batch < 1:
         raise ConfigError("queue.visibility_timeout and queue.claim_batch: must be positive")
+    if config.api.database_pool < 0 or config.api.database_timeout <= 0:
+        raise ConfigError("api.database_pool: must be 0 or more; api.database_timeout: must be positive")
 
 
 def load_config(path: Path | None = None, environ: dict[str, str] | None = None) -> Config:
@@ -153,7 +164,7 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
-    sections = {name: dict(raw.pop(name, None) or {}) for name in ("migration", "messaging", "queue", "tasks")}
+    sections = {name: dict(raw.pop(name, None) or {}) for name in ("api", "migration", "messaging", "queue", "tasks")}
     top = {k: raw.pop(k) for k in list(raw) if k == "database_url"}
     if raw:
         raise ConfigError(f"{sorted(raw)}: unknown top-level keys in {path.name}")
@@ -162,6 +173,7 @@ def load_config(path: Path | None = None, environ: dict[str, str] | None = None)
             (sections[section] if section else top)[key] = environ[env_name]
     config = Config(
         database_url=str(top.get("database_url") or ""),
+        api=_section(ApiConfig, "api", sections["api"]),
         migration=_section(MigrationConfig, "migration", sections["migration"]),
         messaging=_section(MessagingConfig, "messaging", sections["messaging"]),
         queue=_section(QueueConfig, "queue", sections["queue"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -10,6 +11,7 @@ from urllib.parse import unquote, urlparse
 from kombu import Exchange, Queue
 
 from helixagent.config import BASE_DIR, get_config
+from helixagent.dbconnection import BoundedConnection
 from tasks.routing import ALL_QUEUES
 
 CONFIG = get_config()
@@ -29,8 +31,14 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
 
 
-def database_settings(url: str) -> dict[str, Any]:
-    """Translate ``database_url`` into a Django DATABASES entry (SQLite when empty)."""
+def database_settings(url: str, pool_size: int = 0) -> dict[str, Any]:
+    """Translate ``database_url`` into a Django DATABASES entry (SQLite when empty).
+
+    With a ``pool_size``, PostgreSQL connections are borrowed from Django's connection pool (at
+    most that many) instead of being kept open one per thread, and every call on them is bounded
+    (:mod:`helixagent.dbconnection`). A request that waits ``POOL_WAIT`` seconds for a free
+    connection fails as a database outage does (503).
+    """
     if not url or url.startswith("sqlite://"):
         path = url.removeprefix("sqlite:///") if url else str(VAR_DIR / "helixagent.sqlite3")
         return {
@@ -39,7 +47,7 @@ def database_settings(url: str) -> dict[str, Any]:
             "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"},
         }
     parts = urlparse(url)
-    return {
+    entry: dict[str, Any] = {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": parts.path.lstrip("/"),
         "USER": unquote(parts.username or ""),
@@ -57,9 +65,25 @@ def database_settings(url: str) -> dict[str, Any]:
             "options": "-c plan_cache_mode=force_generic_plan",
         },
     }
+    if pool_size:
+        entry["CONN_MAX_AGE"] = 0  # the connection goes back to the pool at the end of each request
+        entry["OPTIONS"]["pool"] = {
+            "min_size": min(2, pool_size),
+            "max_size": pool_size,
+            "timeout": POOL_WAIT,
+            "connection_class": BoundedConnection,
+        }
+    return entry
 
 
-DATABASES = {"default": database_settings(CONFIG.database_url)}
+POOL_WAIT = 5.0
+#: Whether this process serves the API: an ASGI server imports ``helixagent.asgi``, which sets
+#: Django up and so reads these settings. Under ASGI, Django runs each request on a thread of its
+#: own, so a connection kept per thread would be a new PostgreSQL session (and password exchange)
+#: for every request, left for the garbage collector to close. Django's advice for ASGI is a
+#: connection pool. Celery workers reuse their threads and keep a persistent connection in each.
+SERVES_API = "helixagent.asgi" in sys.modules
+DATABASES = {"default": database_settings(CONFIG.database_url, CONFIG.api.database_pool if SERVES_API else 0)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
@@ -182,6 +206,7 @@ LOGGING: dict[str, Any] = {
             "level": os.environ.get("HELIX_LOG_LEVEL", "INFO"),
             "propagate": False,
         },
+        "psycopg.pool": {"handlers": ["file", "console"], "level": "WARNING", "propagate": False},
     },
 }
 

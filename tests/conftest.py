@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -197,17 +199,43 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_api(db_url: str, log_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_api(db_url: str, log_dir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     """Serve the ASGI app with uvicorn on a free port; return the process and its base URL."""
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "helixagent.asgi:application", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT,
-        env=process_env(db_url, log_dir),
+        env=process_env(db_url, log_dir, **env),
         stdout=(log_dir / "api.log").open("w"),
         stderr=subprocess.STDOUT,
     )
     return server, f"http://127.0.0.1:{port}"
+
+
+@contextmanager
+def api_server(db_url: str, log_dir: Path, **env: str) -> Iterator[str]:
+    """The API served by uvicorn, as in production, until the block ends; yields its base URL."""
+    server, base = start_api(db_url, log_dir, **env)
+
+    def up() -> bool:
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=5)
+            return True
+        except (urllib.error.HTTPError, OSError):
+            return False
+
+    try:
+        wait_for(up, 30, what="live api")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(20)
+
+
+@pytest.fixture
+def live_api(live_db_url: str, tmp_path: Path) -> Iterator[str]:
+    with api_server(live_db_url, tmp_path) as base:
+        yield base
 
 
 def wait_for(
@@ -375,6 +403,11 @@ def kafka_frozen() -> AbstractContextManager[None]:
 
 def rabbitmq_frozen() -> AbstractContextManager[None]:
     return frozen("beam.smp")
+
+
+def postgres_frozen() -> AbstractContextManager[None]:
+    """The server and every backend process (Debian's cluster, as ``make services`` runs it)."""
+    return frozen(r"^(/usr/lib/postgresql/[0-9]+/bin/postgres |postgres: )")
 
 
 @pytest.fixture

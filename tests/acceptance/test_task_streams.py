@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from asgiref.testing import ApplicationCommunicator
 
 from tasks.models import ApiToken
 from tests.acceptance.helpers import submit, wait_status
-from tests.conftest import start_api, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,23 +36,6 @@ def read_sse(url: str, key: str, last_event_id: int | None = None) -> list[dict[
                 field, _, value = line.partition(": ")
                 current[field] = json.loads(value) if field == "data" else value
     return events
-
-
-@pytest.fixture
-def live_api(live_db_url: str, tmp_path: Path) -> Any:
-    server, base = start_api(live_db_url, tmp_path)
-
-    def up() -> bool:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=5)
-            return True
-        except (urllib.error.HTTPError, OSError):
-            return False
-
-    wait_for(up, 30, what="live api")
-    yield base
-    server.terminate()
-    server.wait(20)
 
 
 def test_sse_streams_every_transition_and_resumes_from_last_event_id(

@@ -43,3 +43,11 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
 def test_percent_out_of_range_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="consumer_rabbitmq_percent"):
         load_config(tmp_path / "missing.yaml", environ={"CONSUMER_RABBITMQ_PERCENT": "101"})
+
+
+def test_api_database_settings_come_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "api:\n  database_pool: 4\n  database_timeout: 3\n")
+    config = load_config(path, environ={"HELIX_API_DATABASE_TIMEOUT": "1.5"})
+    assert (config.api.database_pool, config.api.database_timeout) == (4, 1.5)
+    with pytest.raises(ConfigError, match=r"api\.database_timeout: must be positive"):
+        load_config(path, environ={"HELIX_API_DATABASE_TIMEOUT": "0"})
