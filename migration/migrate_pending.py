@@ -66,24 +66,22 @@ def migrate_pending(
     size = [batch_size]
 
     def drain() -> None:
-        from tasks import service
+        from migration.router import open_leg
 
+        leg: Leg | None = None
         try:
-            with service.producer() as current:  # the thread's own, held until it is done
-                leg = current.channel.leg(snapshot.broker)  # connects while the count runs
-                if leg is None:
-                    raise LegUnavailable(f"{snapshot.broker} is unreachable")
-                counted.wait()
-                while not stop.is_set():
-                    moved = _move_batch(leg, snapshot.broker, size[0])
-                    if moved:
-                        with lock:
-                            progress.migrated += moved
-                            progress.remaining = max(0, progress.remaining - moved)
-                            if on_batch:
-                                on_batch(progress)
-                    if moved < size[0]:
-                        return  # a short batch took every message no other thread holds
+            leg = open_leg(snapshot.broker)  # its own connection, opened while the count runs
+            counted.wait()
+            while not stop.is_set():
+                moved = _move_batch(leg, snapshot.broker, size[0])
+                if moved:
+                    with lock:
+                        progress.migrated += moved
+                        progress.remaining = max(0, progress.remaining - moved)
+                        if on_batch:
+                            on_batch(progress)
+                if moved < size[0]:
+                    return  # a short batch took every message no other thread holds
         except LegUnavailable as exc:
             stop.set()
             with lock:
@@ -91,6 +89,8 @@ def migrate_pending(
                 progress.error = str(exc)
             log.error("migration.migrate_pending_failed", extra={"error": str(exc)})
         finally:
+            if leg is not None:
+                _close(leg)
             connections.close_all()
 
     threads = [threading.Thread(target=drain, name=f"migrate-pending-{n}") for n in range(workers)]
@@ -136,6 +136,13 @@ WITH moved AS (
 )
 UPDATE helix_migration_state SET tasks_migrated = tasks_migrated + %(count)s WHERE id = 1
 """
+
+
+def _close(leg: Leg) -> None:
+    try:
+        leg.close()
+    except Exception:  # a connection the broker already dropped
+        log.debug("migration.migrate_pending_close_failed", exc_info=True)
 
 
 def _move_batch(leg: Leg, broker: str, batch_size: int) -> int:

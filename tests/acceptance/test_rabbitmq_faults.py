@@ -19,6 +19,7 @@ import pytest
 from migration import migrate_pending
 from migration.models import Discrepancy
 from migration.router import LEG_RETRY
+from tasks import service
 from tasks.models import Task
 from tests.acceptance.helpers import completed_once, submit, submit_many, wait_completed
 from tests.conftest import (
@@ -127,6 +128,23 @@ def test_migrate_pending_while_rabbitmq_blocks_publishers_moves_nothing_and_reru
     # those copies are there twice, which the claim on the task row makes harmless.
     assert rabbitmq_depth() >= 3000 and pg_depth() == 0
     assert Task.objects.filter(pk__in=ids, migrated_at__isnull=False).count() == 3000
+
+
+def test_migrate_pending_after_a_rabbitmq_restart_moves_every_task(switch_mode: Any) -> None:
+    """Each run publishes on connections of its own: a run after the broker restarted does not
+    pick up a connection the restart dropped."""
+    purge_rabbitmq()
+    switch_mode(ModeSetting("legacy"))
+    ids = submit_many(100)
+    switch_mode(ModeSetting("messaging", broker="rabbitmq"))
+    assert migrate_pending.migrate_pending().migrated == 100
+    stop_rabbitmq()
+    start_rabbitmq()
+    purge_rabbitmq()
+    assert service.reenqueue(ids) == 100  # PostgreSQL copies again, for the second run
+    moved = migrate_pending.migrate_pending()
+    assert (moved.migrated, moved.failed, moved.remaining) == (100, 0, 0), moved
+    assert rabbitmq_depth() == 100 and pg_depth() == 0
 
 
 def test_tasks_submitted_while_rabbitmq_hangs_run_from_postgresql_once(
