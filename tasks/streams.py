@@ -3,6 +3,10 @@
 A feed yields the task's event rows after a given event id (the SSE ``id:``, which a client
 resumes from with ``Last-Event-ID``) and ends after the event that put the task in a terminal
 state. New rows are found by polling the event table every :data:`POLL_SECONDS`.
+
+Each poll gives its database connection back when it is done (Channels' ``database_sync_to_async``
+closes old connections around the call, as a request does): a feed lasts as long as its task,
+and in the API process a connection held for all of it would be one fewer in the pool.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 
 from tasks import states
 from tasks.models import Task, TaskEvent
@@ -45,7 +49,7 @@ async def feed(task_id: str, last_id: int = 0, heartbeat: float = HEARTBEAT_SECO
     """Yield event payloads, or ``{"type": "heartbeat"}`` when idle; stop after the terminal event."""
     quiet_since = time.monotonic()
     while True:
-        events, status = await sync_to_async(_events_after)(task_id, last_id)
+        events, status = await database_sync_to_async(_events_after)(task_id, last_id)
         for event in events:
             last_id = event["id"]
             yield event

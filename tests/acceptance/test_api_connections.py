@@ -1,5 +1,6 @@
 """The API process under uvicorn and PostgreSQL: requests borrow pooled sessions instead of
-opening one each, and a database that stops answering gets a 503 in bounded time, not a hang."""
+opening one each, open event streams do not keep them, and a database that stops answering gets
+a 503 in bounded time, not a hang."""
 
 from __future__ import annotations
 
@@ -46,6 +47,24 @@ def test_requests_borrow_pooled_sessions_instead_of_opening_one_each(live_api: s
         assert call(f"{live_api}/v1/tasks", key, TASK)[0] == 202
         assert call(f"{live_api}/v1/tasks?limit=1", key)[0] == 200
     assert sessions_opened() - before <= get_config().api.database_pool
+
+
+def test_open_event_streams_leave_the_pool_to_other_requests(live_db_url: str, tmp_path: Path) -> None:
+    _token, key = ApiToken.issue("streams")
+    with api_server(live_db_url, tmp_path, HELIX_API_DATABASE_POOL="2") as base:
+        task_id = call(f"{base}/v1/tasks", key, TASK)[2]["id"]  # no worker runs it: its feed stays open
+        events = f"{base}/v1/tasks/{task_id}/events"
+        request = urllib.request.Request(events, headers={"Authorization": f"Bearer {key}"})
+        streams = []
+        try:
+            for _ in range(4):  # twice the pool
+                streams.append(urllib.request.urlopen(request, timeout=15))
+                assert streams[-1].readline().startswith(b"id: ")
+            for _ in range(5):
+                assert call(f"{base}/v1/tasks", key, TASK)[0] == 202
+        finally:
+            for stream in streams:
+                stream.close()
 
 
 def test_a_hung_database_gets_503_within_the_database_timeout_then_the_api_recovers(
