@@ -38,7 +38,7 @@ test-unit: $(VENV)/.installed ## unit tests only (no services)
 
 bench: $(VENV)/.installed ## benchmarks against real services; prints results beside their baselines
 	scripts/services.sh up >/dev/null
-	eval "$$(scripts/services.sh env)" && $(PY) -m bench.legacy && $(PY) -m bench.modes && $(PY) -m bench.publish && $(PY) -m bench.dual_write_parts && $(PY) -m bench.claim
+	eval "$$(scripts/services.sh env)" && $(PY) -m bench.legacy && $(PY) -m bench.modes && $(PY) -m bench.publish && $(PY) -m bench.dual_write_parts && $(PY) -m bench.claim && $(PY) -m bench.api
 
 lint: $(VENV)/.installed ## ruff and mypy
 	$(PY) -m ruff check .
