@@ -28,6 +28,8 @@ from helixagent.logging import get_logger
 from migration.models import OutboxMessage
 
 if TYPE_CHECKING:
+    from kombu import Producer
+
     from migration.gather import Statement
     from migration.router import Channel
 
@@ -104,14 +106,15 @@ class Publisher:
         return not self.pending
 
     def _run(self) -> None:
+        from tasks.service import producer
+
         try:
-            self._loop()
+            with producer() as current:  # held for the thread's life, and with it its broker connections
+                self._loop(current)
         except Exception:
             log.exception("migration.outbox_publisher_died")  # the next send starts another
 
-    def _loop(self) -> None:
-        from tasks.service import producer
-
+    def _loop(self, producer: Producer) -> None:
         published: list[int] = []  # records whose copies the broker confirmed, not yet deleted
         forgotten_at, sent_at = time.monotonic(), 0.0  # the first copy leaves at once
         while True:
@@ -133,11 +136,10 @@ class Publisher:
                 except queue.Empty:
                     break
             try:
-                with producer() as current:
-                    for leg in {item[1] for item in batch}:
-                        chosen = [item for item in batch if item[1] == leg]
-                        current.channel.publish_batch(leg, [(item[2], item[3]) for item in chosen])
-                        published.extend(item[0] for item in chosen)
+                for leg in {item[1] for item in batch}:
+                    chosen = [item for item in batch if item[1] == leg]
+                    producer.channel.publish_batch(leg, [(item[2], item[3]) for item in chosen])
+                    published.extend(item[0] for item in chosen)
                 sent_at = time.monotonic()
                 if len(published) >= BATCH_SIZE or time.monotonic() - forgotten_at >= FORGET_EVERY:
                     published, forgotten_at = self._forget(published), time.monotonic()
