@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tasks.models import Task
-from tests.acceptance.helpers import completed_once, submit, wait_completed
 from tests.conftest import ROOT, ModeSetting, kafka_frozen, wait_for
+from tests.helpers import completed_once, submit, wait_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

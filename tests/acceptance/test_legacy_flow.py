@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from migration.models import QueueMessage
 from tasks.models import Task, TaskEvent
-from tests.acceptance.helpers import event_path, submit, wait_status
 from tests.conftest import wait_for
+from tests.helpers import event_path, submit, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

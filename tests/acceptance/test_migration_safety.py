@@ -19,8 +19,8 @@ from migration.models import Discrepancy, MigrationState, ModeChange, OutboxMess
 from tasks import service
 from tasks.models import Task
 from tasks.routing import ALL_QUEUES
-from tests.acceptance.helpers import completed_once, submit, submit_many, wait_status
 from tests.conftest import ROOT, ModeSetting, process_env, purge_rabbitmq, require_env, wait_for
+from tests.helpers import completed_once, submit, submit_many, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BACKGROUND = "helixagent.tasks.background"

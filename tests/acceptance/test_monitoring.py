@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.helpers import submit, wait_status
 from tests.conftest import ROOT, ModeSetting, free_port, process_env, wait_for
+from tests.helpers import submit, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

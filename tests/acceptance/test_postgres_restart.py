@@ -15,8 +15,8 @@ import pytest
 from django.db import connection
 
 from tasks.models import Task
-from tests.acceptance.helpers import completed_once, submit, wait_completed
 from tests.conftest import ROOT, ModeSetting, purge_rabbitmq, wait_for
+from tests.helpers import completed_once, submit, wait_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

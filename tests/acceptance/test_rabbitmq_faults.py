@@ -21,7 +21,6 @@ from migration.models import Discrepancy
 from migration.router import LEG_RETRY
 from tasks import service
 from tasks.models import Task
-from tests.acceptance.helpers import completed_once, submit, submit_many, wait_completed
 from tests.conftest import (
     ModeSetting,
     pg_depth,
@@ -32,6 +31,7 @@ from tests.conftest import (
     stop_rabbitmq,
     wait_for,
 )
+from tests.helpers import completed_once, submit, submit_many, wait_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

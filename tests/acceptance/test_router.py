@@ -16,8 +16,8 @@ from migration.models import Discrepancy, MigrationState, ModeChange, QueueMessa
 from tasks import service
 from tasks.models import Task, TaskEvent
 from tasks.routing import ALL_QUEUES
-from tests.acceptance.helpers import event_path, submit, submit_many, wait_status
 from tests.conftest import ModeSetting, pg_depth, purge_rabbitmq, rabbitmq_depth, wait_for
+from tests.helpers import event_path, submit, submit_many, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

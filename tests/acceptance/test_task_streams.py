@@ -12,7 +12,7 @@ from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 
 from tasks.models import ApiToken
-from tests.acceptance.helpers import submit, wait_status
+from tests.helpers import submit, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,8 +11,8 @@ from django.db.models import Count
 
 from migration.models import QueueMessage
 from tasks.models import Task, TaskEvent
-from tests.acceptance.helpers import completed_once, event_path, submit, wait_completed, wait_status
 from tests.conftest import ModeSetting, wait_for
+from tests.helpers import completed_once, event_path, submit, wait_completed, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,8 +13,8 @@ from django.core.management import call_command
 from migration.models import ModeChange, OutboxMessage, QueueMessage
 from tasks.models import Task
 from tasks.routing import ALL_QUEUES
-from tests.acceptance.helpers import submit_many
 from tests.conftest import ModeSetting, pg_depth, purge_rabbitmq, rabbitmq_depth, wait_for
+from tests.helpers import submit_many
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MESSAGING = ModeSetting("messaging", broker="rabbitmq")

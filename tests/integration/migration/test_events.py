@@ -18,8 +18,8 @@ from helixagent.config import get_config
 from migration import events, preflight
 from migration.legs.kafka import EVENTS_TOPIC, ensure_topics
 from tasks.models import TaskEvent
-from tests.acceptance.helpers import completed_once, submit, wait_completed
 from tests.conftest import ModeSetting, kafka_frozen, require_env
+from tests.helpers import completed_once, submit, wait_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Event = tuple[str, str, str]  # kind, from status, to status

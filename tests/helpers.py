@@ -1,4 +1,4 @@
-"""Helpers for whole-flow tests: submit through the API, wait on the task table."""
+"""Helpers the integration and acceptance tests share: submit tasks, wait on the task table."""
 
 from __future__ import annotations
 
