@@ -98,6 +98,7 @@ def run(url: str, key: str, pool: int, requests: int, clients: int) -> None:
     finally:
         server.terminate()
         server.wait(20)
+        log.close()
     name = f"pool of {pool}" if pool else "no pool (a session per request)"
     count = len(answers)
     latencies = [latency for status, latency in answers if status == 202]
