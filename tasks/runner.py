@@ -3,7 +3,9 @@
 ``run_task`` claims the task row (:func:`tasks.transitions.claim`), runs its handler, and records
 the outcome for that execution only. The message is acknowledged after the outcome is stored
 (``acks_late``), so a worker killed mid-task leaves the message to be delivered again after the
-queue's visibility timeout; the claim makes sure only one execution completes.
+queue's visibility timeout; the claim makes sure only one execution completes. A copy that finds
+the row still claimed by the dead worker does nothing: the stuck sweep recovers the task once its
+heartbeat stays stale, and the dispatcher publishes it again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tasks import service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
 from tasks.registry import get_task_type
+from tasks.stuck import StaleWatch
 
 log = get_logger("tasks.runner")
 
@@ -91,15 +94,6 @@ class _Heartbeat:
 _heartbeat = _Heartbeat()
 
 
-def _claim(task_id: str, worker_id: str, source: str) -> Task | None:
-    task = transitions.claim(task_id, worker_id, source)
-    # A running row may belong to a worker that died: recover stale executions, then try again.
-    stale = task is None and Task.objects.filter(pk=task_id, status=states.RUNNING).exists()
-    if stale and transitions.recover_stuck(get_config().tasks.stuck_threshold):
-        task = transitions.claim(task_id, worker_id, source)
-    return task
-
-
 def execute(task: Task) -> Task | None:
     """Run the claimed ``task``'s handler and store its outcome; returns the updated row."""
     if task.deadline and task.deadline < timezone.now():
@@ -157,7 +151,7 @@ def run_task(self: Any, task_id: str) -> str:
     worker_id = f"{self.request.hostname}:{os.getpid()}"
     try:
         source = getattr(self.request, modes.SOURCE_HEADER, None) or modes.POSTGRESQL
-        task = _claim(task_id, worker_id, source=source)
+        task = transitions.claim(task_id, worker_id, source)
         if task is None:
             _another_copy(task_id, source)
             log.info("task.claim_skipped", extra={"task_id": task_id, "worker": worker_id})
@@ -172,9 +166,17 @@ def run_task(self: Any, task_id: str) -> str:
     return outcome.status if outcome else "superseded"
 
 
+_stale_watch = StaleWatch()
+
+
 def _recover_stuck() -> None:
-    for task_id in transitions.recover_stuck(get_config().tasks.stuck_threshold):
-        log.warning("task.recovered_stuck", extra={"task_id": str(task_id)})
+    """Recover the executions whose heartbeat stayed stale across two sweeps two heartbeat
+    intervals apart: a live worker heartbeats within one interval once the database answers."""
+    cfg = get_config().tasks
+    found = transitions.stale_executions(cfg.stuck_threshold)
+    for stale in _stale_watch.confirmed(found, time.monotonic(), confirm_after=2 * cfg.heartbeat_interval):
+        if transitions.recover_execution(stale, cfg.stuck_threshold):
+            log.warning("task.recovered_stuck", extra={"task_id": str(stale.task_id)})
 
 
 def _relay_outbox() -> None:
@@ -189,7 +191,7 @@ def _maintenance_loop(stop: threading.Event) -> None:
     Each step fails on its own: a broken one does not stop the others."""
     cfg = get_config().tasks
     steps: list[tuple[Callable[[], object], float]] = [
-        (_recover_stuck, cfg.stuck_threshold / 2),
+        (_recover_stuck, min(cfg.stuck_threshold / 2, cfg.heartbeat_interval)),
         (service.dispatch_due, 0.0),
         (_relay_outbox, 0.0),
         (verifier.verify_due, 0.0),

@@ -22,6 +22,7 @@ from helixagent import prepared
 from migration import events
 from tasks import states
 from tasks.models import Task, TaskEvent
+from tasks.stuck import Stale
 
 TaskId = uuid.UUID | str
 
@@ -285,25 +286,40 @@ def redrive(task_id: TaskId) -> Task | None:
     )
 
 
-def recover_stuck(threshold_seconds: float) -> list[uuid.UUID]:
-    """``running → stuck → pending`` for tasks whose heartbeat is older than the threshold.
-
-    A worker that died mid-task stops heartbeating; its task becomes due again and the
-    dispatcher publishes it. Returns the recovered task ids.
-    """
+def stale_executions(threshold_seconds: float, limit: int = 500) -> list[Stale]:
+    """Running executions whose heartbeat is older than the threshold: their worker died, or the
+    database was away (:mod:`tasks.stuck` tells the two apart before anything is recovered)."""
     cutoff = timezone.now() - timedelta(seconds=threshold_seconds)
-    stale = Task.objects.filter(status=states.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", "execution_id")
-    return [task_id for task_id, execution in stale[:500] if recover_execution(task_id, execution, threshold_seconds)]
+    rows = Task.objects.filter(status=states.RUNNING, heartbeat_at__lt=cutoff).values_list(
+        "pk", "execution_id", "heartbeat_at"
+    )
+    return [Stale(*row) for row in rows[:limit]]
 
 
-def recover_execution(task_id: TaskId, execution_id: uuid.UUID | None, threshold_seconds: float) -> bool:
-    """Recover one stale execution found by :func:`recover_stuck`. Does nothing if the task was
-    claimed again since it was found (by another worker's recovery and a redelivered copy): the
-    newer execution is alive and must not be recovered in its place."""
-    note = f"no heartbeat for {threshold_seconds:.0f}s"
-    if not _apply(task_id, states.STUCK, (states.RUNNING,), only_execution=execution_id, note=note):
-        return False
-    _apply(task_id, states.PENDING, (states.STUCK,), note="recovered", execution_id=None, scheduled_at=timezone.now())
+def recover_execution(stale: Stale, threshold_seconds: float) -> bool:
+    """``running → stuck → pending`` for one execution found by :func:`stale_executions`, so the
+    task becomes due again and the dispatcher publishes it.
+
+    Does nothing if the task has moved on since it was found: claimed again (after another
+    worker's recovery), or heartbeating again. The row stays locked from that check to the end,
+    so a heartbeat arriving meanwhile waits and then finds the task no longer running.
+    """
+    with transaction.atomic():
+        locked = Task.objects.select_for_update().filter(
+            pk=stale.task_id, status=states.RUNNING, execution_id=stale.execution_id
+        )
+        if list(locked.values_list("heartbeat_at", flat=True)) != [stale.heartbeat_at]:
+            return False
+        note = f"no heartbeat for {threshold_seconds:.0f}s"
+        _apply(stale.task_id, states.STUCK, (states.RUNNING,), only_execution=stale.execution_id, note=note)
+        _apply(
+            stale.task_id,
+            states.PENDING,
+            (states.STUCK,),
+            note="recovered",
+            execution_id=None,
+            scheduled_at=timezone.now(),
+        )
     return True
 
 

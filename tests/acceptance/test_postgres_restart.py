@@ -1,5 +1,5 @@
-"""PostgreSQL restarts, or crashes and recovers, under load: workers reconnect by themselves,
-nothing is lost, and every task completes once. PostgreSQL holds the task rows in every mode, so
+"""PostgreSQL restarts, crashes and recovers, or hangs: workers reconnect by themselves, nothing
+is lost, and every task completes once. PostgreSQL holds the task rows in every mode, so
 the restart is also made in dual_write and messaging, where a worker holding a broker message
 cannot claim its row until the database is back.
 
@@ -9,14 +9,15 @@ A crash loses the WAL that was not yet written: claims, queue leases and acks of
 from __future__ import annotations
 
 import subprocess
+import time
 from typing import Any
 
 import pytest
 from django.db import connection
 
 from tasks.models import Task
-from tests.conftest import ROOT, ModeSetting, purge_rabbitmq, wait_for
-from tests.helpers import completed_once, submit, wait_completed
+from tests.conftest import FAST_WORKER_ENV, ROOT, ModeSetting, postgres_frozen, purge_rabbitmq, wait_for
+from tests.helpers import completed_once, event_path, submit, wait_completed, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -52,3 +53,17 @@ def test_workers_reconnect_after_a_restart_and_every_task_completes_once(
     wait_for(lambda: Task.objects.filter(pk__in=later, status="completed").exists(), 10, 0.2, what="work resumed")
     wait_completed(first + later, timeout=120)
     completed_once(first + later)
+
+
+def test_a_hang_longer_than_the_stuck_threshold_does_not_run_a_live_task_twice(api: Any, start_worker: Any) -> None:
+    # When PostgreSQL answers again every heartbeat is older than the threshold, the live
+    # worker's as well; its next heartbeat must count before any sweep recovers the task.
+    start_worker("w1", concurrency=2, HELIX_HEARTBEAT_INTERVAL="1")
+    task_id = submit(api, "sleep", {"seconds": 12})
+    # two heartbeats in: every thread of the worker holds its connection when the database hangs
+    wait_for(lambda: Task.objects.filter(pk=task_id, progress__gte=16).exists(), 20, 0.1, what="task under way")
+    with postgres_frozen():
+        time.sleep(2 * float(FAST_WORKER_ENV["HELIX_STUCK_THRESHOLD"]) + 1)
+    task = wait_status(task_id, "completed", "failed", "dead_letter", timeout=40)
+    path = event_path(task_id)
+    assert task.status == "completed" and path.count("running") == 1 and "stuck" not in path, path

@@ -62,7 +62,8 @@ def test_an_outcome_only_applies_to_the_execution_that_claimed() -> None:
     first = transitions.claim(task.pk, "w1", "postgresql")
     assert first is not None
     Task.objects.filter(pk=task.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
-    assert transitions.recover_stuck(threshold_seconds=30) == [task.pk]
+    [stale] = transitions.stale_executions(threshold_seconds=30)
+    assert stale.task_id == task.pk and transitions.recover_execution(stale, threshold_seconds=30)
     second = transitions.claim(task.pk, "w2", "postgresql")
     assert second is not None
     assert transitions.complete(first, {"from": "w1"}) is None  # the stale execution is ignored
@@ -108,7 +109,18 @@ def test_heartbeat_keeps_a_running_task_from_being_recovered() -> None:
     assert running is not None and running.execution_id is not None
     Task.objects.filter(pk=running.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
     assert transitions.heartbeat([running.execution_id]) == 1
-    assert transitions.recover_stuck(threshold_seconds=30) == []
+    assert transitions.stale_executions(threshold_seconds=30) == []
+
+
+def test_an_execution_that_heartbeats_after_it_was_found_stale_is_not_recovered() -> None:
+    running = transitions.claim(new_task().pk, "w1", "postgresql")
+    assert running is not None and running.execution_id is not None
+    Task.objects.filter(pk=running.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+    [stale] = transitions.stale_executions(threshold_seconds=30)
+    assert transitions.heartbeat([running.execution_id]) == 1  # its worker is alive after all
+
+    assert transitions.recover_execution(stale, threshold_seconds=30) is False
+    assert Task.objects.get(pk=running.pk).status == states.RUNNING
 
 
 def test_a_stale_execution_found_before_the_task_was_claimed_again_is_not_recovered_in_its_place() -> None:
@@ -116,11 +128,12 @@ def test_a_stale_execution_found_before_the_task_was_claimed_again_is_not_recove
     assert first is not None
     Task.objects.filter(pk=first.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
     # Two recoveries find the same stale execution; the first recovers it and a copy is claimed again.
-    assert transitions.recover_stuck(threshold_seconds=30) == [first.pk]
+    [stale] = transitions.stale_executions(threshold_seconds=30)
+    assert transitions.recover_execution(stale, threshold_seconds=30)
     second = transitions.claim(first.pk, "w2", "postgresql")
     assert second is not None
 
-    assert transitions.recover_execution(first.pk, first.execution_id, threshold_seconds=30) is False
+    assert transitions.recover_execution(stale, threshold_seconds=30) is False
     task = Task.objects.get(pk=first.pk)
     assert (task.status, task.execution_id) == (states.RUNNING, second.execution_id)
     assert TaskEvent.objects.filter(task_id=first.pk, to_status=states.STUCK).count() == 1
