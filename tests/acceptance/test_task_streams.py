@@ -1,4 +1,4 @@
-"""Following a task: Server-Sent Events over a live server, and the WebSocket feed."""
+"""Following a task: Server-Sent Events and the WebSocket feed, both from the API served by uvicorn."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import urllib.request
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
-from asgiref.testing import ApplicationCommunicator
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
+from websockets.sync.client import ClientConnection, connect
 
 from tasks.models import ApiToken
 from tests.helpers import submit, wait_status
@@ -69,46 +69,28 @@ def test_sse_refuses_missing_tokens_and_unknown_tasks(api: Any, live_api: str) -
     assert missing.value.code == 404
 
 
-def websocket(path: str, query: str = "") -> ApplicationCommunicator:
-    """An ASGI WebSocket connection to the real application (no network, same code path)."""
-    from helixagent.asgi import application
-
-    scope = {"type": "websocket", "path": path, "query_string": query.encode(), "headers": [], "subprotocols": []}
-    return ApplicationCommunicator(application, scope)
+def websocket(live_api: str, path: str) -> ClientConnection:
+    """A WebSocket connection to the API served by uvicorn, as in production."""
+    return connect(live_api.replace("http://", "ws://", 1) + path, open_timeout=10)
 
 
-def test_websocket_sends_the_same_events_and_answers_ping(api: Any, start_worker: Any) -> None:
+def test_websocket_sends_the_same_events_and_answers_ping(api: Any, start_worker: Any, live_api: str) -> None:
     _token, key = ApiToken.issue("ws")
     start_worker()
     task_id = submit(api, "echo", {"via": "ws"})
     wait_status(task_id, "completed")
-
-    async def follow() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        socket = websocket(f"/v1/ws/tasks/{task_id}", f"token={key}")
-        await socket.send_input({"type": "websocket.connect"})
-        assert (await socket.receive_output(10))["type"] == "websocket.accept"
-        await socket.send_input({"type": "websocket.receive", "text": json.dumps({"type": "ping"})})
-        received = []
-        while True:
-            message = await socket.receive_output(10)
-            if message["type"] == "websocket.close":
-                break
-            received.append(json.loads(message["text"]))
-        return [m for m in received if m["type"] != "pong"], next(m for m in received if m["type"] == "pong")
-
-    events, pong = async_to_sync(follow)()
-    assert pong == {"type": "pong"}
-    assert [e["status"] for e in events] == ["pending", "queued", "running", "completed"]
+    received = []
+    with websocket(live_api, f"/v1/ws/tasks/{task_id}?token={key}") as socket:
+        socket.send(json.dumps({"type": "ping"}))
+        with pytest.raises(ConnectionClosedOK):  # the feed ends after the terminal event
+            while True:
+                received.append(json.loads(socket.recv(10)))
+    assert [m for m in received if m["type"] == "pong"] == [{"type": "pong"}]
+    assert [m["status"] for m in received if m["type"] != "pong"] == ["pending", "queued", "running", "completed"]
 
 
-def test_websocket_without_a_token_is_closed_with_4401(api: Any) -> None:
+def test_websocket_without_a_token_is_closed_with_4401(api: Any, live_api: str) -> None:
     task_id = submit(api, "noop", scheduled_at="2099-01-01T00:00:00Z")
-
-    async def attempt() -> Any:
-        socket = websocket(f"/v1/ws/tasks/{task_id}")
-        await socket.send_input({"type": "websocket.connect"})
-        assert (await socket.receive_output(10))["type"] == "websocket.accept"
-        return await socket.receive_output(10)
-
-    closed = async_to_sync(attempt)()
-    assert (closed["type"], closed["code"]) == ("websocket.close", 4401)
+    with websocket(live_api, f"/v1/ws/tasks/{task_id}") as socket, pytest.raises(ConnectionClosedError) as closed:
+        socket.recv(10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
