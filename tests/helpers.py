@@ -9,6 +9,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from email.message import Message
 from typing import Any
 
 from django.db import connections
@@ -19,17 +20,18 @@ from tasks.models import Task, TaskEvent
 from tests.conftest import wait_for
 
 
-def http_call(url: str, key: str, body: bytes | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """One request to a served API (POST when there is a ``body``): status, headers and JSON body.
-    A server that does not answer within 15 s fails the test (``TimeoutError``)."""
+def http_call(url: str, key: str, body: bytes | None = None) -> tuple[int, Message, dict[str, Any]]:
+    """One request to a served API (POST when there is a ``body``): status, headers (looked up
+    without regard to case, as HTTP names them) and JSON body. A server that does not answer
+    within 15 s fails the test (``TimeoutError``)."""
     request = urllib.request.Request(
         url, data=body, headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=15) as response:
-            return response.status, dict(response.headers), json.load(response)
+            return response.status, response.headers, json.load(response)
     except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.load(error)
+        return error.code, error.headers, json.load(error)
 
 
 def submit(api: Any, task_type: str, payload: dict[str, Any] | None = None, **fields: Any) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ def test_api_answers_503_with_retry_after_when_postgresql_is_down(tmp_path: Path
     server, base = start_api(dead_db, tmp_path)
     try:
 
-        def health_answers() -> tuple[int, dict[str, str], dict[str, Any]] | None:
+        def health_answers() -> tuple[int, Message, dict[str, Any]] | None:
             try:
                 return http_call(f"{base}/health", "hx_x")
             except OSError:
