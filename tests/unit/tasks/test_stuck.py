@@ -6,8 +6,8 @@ from tasks.stuck import Stale, StaleWatch
 BEAT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def stale(heartbeat_at: datetime = BEAT, task_id: uuid.UUID | None = None) -> Stale:
-    return Stale(task_id or uuid.uuid4(), uuid.uuid4(), heartbeat_at)
+def stale() -> Stale:
+    return Stale(uuid.uuid4(), uuid.uuid4(), BEAT)
 
 
 def test_an_execution_is_confirmed_once_found_unchanged_after_the_delay() -> None:
