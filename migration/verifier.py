@@ -84,7 +84,8 @@ def verify_due(limit: int = 1000) -> int:
         checked.append(task.pk)
         legs = task.published_to.split("+")
         if task.status == "queued":
-            runner = modes.executing_source(str(task.pk), state.current().rabbitmq_percent)
+            # its copies carry the runner the split chose when they were published (``updated_at``)
+            runner = modes.executing_source(str(task.pk), state.split_at(task.updated_at))
             record("missing_copy", str(task.pk), runner, "no copy ran the task within dual_write_timeout")
             service.reenqueue([task.pk])
         elif task.dispatch_source and task.shadow_checked_at is None:

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from helixagent.config import get_config
 from migration import verifier
-from migration.models import Discrepancy
+from migration.models import Discrepancy, ModeChange
 from tasks.models import Task
 from tests.conftest import ModeSetting
 
@@ -43,3 +43,18 @@ def test_a_shadow_is_missing_only_once_its_task_ran_longer_ago_than_the_timeout(
     found = list(Discrepancy.objects.values_list("kind", "task_id", "leg"))
     assert found == [("missing_copy", str(long_ago.pk), "rabbitmq")]
     assert Task.objects.get(pk=just_now.pk).verified_at is None  # judged again on a later pass
+
+
+def test_a_lost_runner_copy_is_the_one_the_split_chose_when_the_task_was_published(switch_mode: Any) -> None:
+    switch_mode(ModeSetting("dual_write", 100))  # every task published now runs from RabbitMQ
+    timeout = timedelta(seconds=get_config().migration.dual_write_timeout)
+    now = timezone.now()
+    ModeChange.objects.update(changed_at=now - 4 * timeout)
+    task = Task.objects.create(task_type="noop", status="queued", published_to="postgresql+rabbitmq")
+    Task.objects.filter(pk=task.pk).update(created_at=now - 3 * timeout, updated_at=now - 3 * timeout)
+    switch_mode(ModeSetting("dual_write", 0))  # the split moved after the publish: now PostgreSQL runs all
+
+    verifier.verify_due()
+
+    found = list(Discrepancy.objects.values_list("kind", "task_id", "leg"))
+    assert found == [("missing_copy", str(task.pk), "rabbitmq")]
