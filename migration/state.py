@@ -262,5 +262,6 @@ def split_at(moment: datetime) -> int:
     """The RabbitMQ percentage that the history says was in force at ``moment``; the current one
     when the history does not reach back that far. Processes follow a change within
     :data:`STATE_TTL`, so a publish in that window may have used the one before."""
-    percent = ModeChange.objects.filter(changed_at__lte=moment).values_list("rabbitmq_percent", flat=True).first()
+    latest_first = ModeChange.objects.filter(changed_at__lte=moment).order_by("-changed_at", "-id")
+    percent = latest_first.values_list("rabbitmq_percent", flat=True).first()
     return current().rabbitmq_percent if percent is None else percent
