@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -202,13 +201,15 @@ def free_port() -> int:
 def start_api(db_url: str, log_dir: Path, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     """Serve the ASGI app with uvicorn on a free port; return the process and its base URL."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "helixagent.asgi:application", "--port", str(port), "--log-level", "warning"],
-        cwd=ROOT,
-        env=process_env(db_url, log_dir, **env),
-        stdout=(log_dir / "api.log").open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "uvicorn", "helixagent.asgi:application", "--port", str(port)]
+    with (log_dir / "api.log").open("w") as log:  # the server writes to its own copy of the file
+        server = subprocess.Popen(
+            [*command, "--log-level", "warning"],
+            cwd=ROOT,
+            env=process_env(db_url, log_dir, **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     return server, f"http://127.0.0.1:{port}"
 
 
@@ -219,9 +220,9 @@ def api_server(db_url: str, log_dir: Path, **env: str) -> Iterator[str]:
 
     def up() -> bool:
         try:
-            urllib.request.urlopen(f"{base}/health", timeout=5)
-            return True
-        except (urllib.error.HTTPError, OSError):
+            with urllib.request.urlopen(f"{base}/health", timeout=5):
+                return True
+        except OSError:  # not listening yet, or answering 503 (HTTPError is an OSError)
             return False
 
     try:
