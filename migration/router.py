@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-import select
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -402,23 +401,21 @@ class Transport(pgqueue.Transport):
     driver_name = "router"
 
     def _idle_wait(self, wait: float) -> None:
-        """Wait for a NOTIFY or a broker message: on all their sockets at once where every client
-        has one, else on each in short turns (Kafka's client exposes no socket)."""
+        """Wait for a NOTIFY, a broker message or the bell: on all their sockets at once where
+        every client has one, else on each broker in short turns (Kafka's client exposes no
+        socket; the turns are short enough not to wait for the bell)."""
         for channel in self.channels:  # nothing to run: settle the shadow copies held so far
             channel.check_shadows()
         brokers = [(channel, name, leg) for channel in self.channels for name, leg in channel.consuming_brokers()]
         if not brokers:
-            self._wake(self.waiter.wait(wait))
+            super()._idle_wait(wait)
             return
-        self._wake(self.waiter.wait(0))
+        self._wake(self.waiter.woken())
         sockets = [self.waiter.fileno(), *(leg.fileno() for _channel, _name, leg in brokers)]
         if all(fd is not None for fd in sockets):
-            try:
-                readable = set(select.select(sockets, [], [], wait)[0])
-            except (OSError, ValueError):  # a socket closed under us: the next loop reconnects
-                readable = set(sockets)
+            readable = self._select(sockets, wait)
             if sockets[0] in readable:
-                self._wake(self.waiter.wait(0))
+                self._wake(self.waiter.woken())
             for (channel, name, leg), fd in zip(brokers, sockets[1:], strict=True):
                 if fd in readable:
                     try:
@@ -426,6 +423,7 @@ class Transport(pgqueue.Transport):
                     except LegUnavailable as exc:
                         channel.drop_leg(name, exc)
             return
+        self.bell.clear()
         turn = min(wait, BROKER_WAIT) / len(brokers)
         for channel, name, leg in brokers:
             try:

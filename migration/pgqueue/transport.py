@@ -27,6 +27,7 @@ Transport options:
 from __future__ import annotations
 
 import json
+import select
 import sqlite3
 import threading
 import time
@@ -38,6 +39,7 @@ from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from helixagent.logging import get_logger
+from migration.pgqueue.bell import Bell
 from migration.pgqueue.store import Claimed, QueueStore, Waiter, open_store, open_waiter
 
 log = get_logger("pgqueue")
@@ -67,6 +69,16 @@ def row_id(delivery_tag: str) -> int:
 
 class QoS(virtual.QoS):
     """Acks delete the row; rejects and restores release the lease instead of copying the message."""
+
+    def __init__(self, channel: Any, prefetch_count: int = 0) -> None:
+        super().__init__(channel, prefetch_count)
+        self._quick_ack = self._settled  # kombu's last step of every ack and reject
+
+    def _settled(self, delivery_tag: str) -> None:
+        """Runs in whichever thread settles the message; its slot of the prefetch window is free
+        again, so a consuming loop that waits for one is woken."""
+        self._dirty.add(delivery_tag)
+        self.channel.connection.room_freed()
 
     def ack(self, delivery_tag: str) -> None:
         self.channel.ack_later(row_id(delivery_tag))
@@ -326,6 +338,7 @@ class Transport(virtual.Transport):
             RENEW_INTERVAL, float(options.get("visibility_timeout", Channel.visibility_timeout)) / 3
         )
         self._waiter: Waiter | None = None
+        self._bell: Bell | None = None
         self._idle: dict[str, float] = {}
         self._renewed_at = time.monotonic()
         self._swept_at = 0.0
@@ -335,6 +348,17 @@ class Transport(virtual.Transport):
         if self._waiter is None:
             self._waiter = open_waiter(self.dsn)
         return self._waiter
+
+    @property
+    def bell(self) -> Bell:
+        if self._bell is None:
+            self._bell = Bell()
+        return self._bell
+
+    def room_freed(self) -> None:
+        """A delivered message was settled, from any thread: end a wait for room in the window."""
+        if self._bell is not None:
+            self._bell.ring()
 
     def is_idle(self, queue: str) -> bool:
         """Whether ``queue`` was found empty and nothing has been heard of it since.
@@ -363,6 +387,7 @@ class Transport(virtual.Transport):
                     channel.flush_acks()
                 raise TimeoutError()
             self._wake(self.waiter.woken())
+            self._arm_bell()
             try:
                 self.cycle.get(self._deliver, timeout=timeout)  # type: ignore[union-attr]
                 return
@@ -375,9 +400,28 @@ class Transport(virtual.Transport):
                 wait = self.polling_interval if timeout is None else min(self.polling_interval, timeout - elapsed)
                 self._idle_wait(max(wait, 0.0))
 
+    def _arm_bell(self) -> None:
+        """Arm the bell, before a delivery is tried, while a consuming channel's prefetch window
+        is full: nothing can be delivered until a task is settled, and a settle then ends the
+        wait at once. A settle before the try frees its slot in time for the try itself."""
+        self.bell.armed = not all(channel.qos.can_consume() for channel in self.channels if channel._consumers)
+
     def _idle_wait(self, wait: float) -> None:
-        """Block until a NOTIFY or ``wait`` seconds (the router also waits on its brokers)."""
-        self._wake(self.waiter.wait(wait))
+        """Block until a NOTIFY, a ring of the bell or ``wait`` seconds (the router also waits
+        on its brokers)."""
+        self._select([self.waiter.fileno()], wait)
+        self._wake(self.waiter.woken())
+
+    def _select(self, sockets: list[int | None], wait: float) -> set[int]:
+        """Wait up to ``wait`` seconds for one of ``sockets`` or the bell to be readable; return
+        the readable sockets (all of them when one was closed under us: the next loop reconnects)."""
+        fds = [fd for fd in sockets if fd is not None] + [self.bell.fileno()]
+        try:
+            readable = set(select.select(fds, [], [], wait)[0])
+        except (OSError, ValueError):
+            readable = set(fds)
+        self.bell.clear()
+        return readable
 
     def _maintain(self) -> None:
         for channel in self.channels:
@@ -398,6 +442,9 @@ class Transport(virtual.Transport):
             if self._waiter is not None:
                 self._waiter.close()
                 self._waiter = None
+            if self._bell is not None:
+                self._bell.close()
+                self._bell = None
 
     def driver_version(self) -> str:
         return psycopg.__version__

@@ -110,6 +110,27 @@ def test_notify_wakes_an_idle_consumer_long_before_its_poll_interval(live_db_url
     assert waited < 5.0, f"woke after {waited:.2f}s: the NOTIFY did not arrive"
 
 
+def test_an_ack_from_another_thread_frees_a_full_window_before_the_poll(live_db_url: str, store: Any) -> None:
+    # the threads pool acknowledges in the thread that ran the task, while the consuming thread
+    # waits because its prefetch window is full; no NOTIFY comes for messages queued long ago
+    with kombu_connection(live_db_url, polling_interval=30.0) as conn:
+        queue = conn.SimpleQueue("probe.window")
+        queue.consumer.qos(prefetch_count=1)
+        queue.put({"n": 1})
+        queue.put({"n": 2})
+        first = queue.get(timeout=5)
+        acker = threading.Timer(0.3, first.ack)
+        acker.start()
+        started = time.monotonic()
+        second = queue.get(timeout=10)
+        waited = time.monotonic() - started
+        acker.join()
+        assert second.payload == {"n": 2}
+        assert waited < 5.0, f"delivered after {waited:.2f}s: the ack did not wake the consumer"
+        second.ack()
+        queue.close()
+
+
 def test_messages_past_their_ttl_are_neither_claimed_nor_kept(store: Any) -> None:
     store.put(QUEUE, 0, "{}", ttl=0.2)
     time.sleep(0.3)

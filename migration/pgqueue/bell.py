@@ -1,0 +1,48 @@
+"""The bell that wakes a consuming loop whose prefetch window is full.
+
+With the threads pool a task's acknowledgement comes from the pool thread that ran it, while
+the consuming thread sleeps in its idle wait: without a wake-up it would take the next message
+only at its next poll, and a backlog would drain one prefetch window per ``polling_interval``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+
+class Bell:
+    """A socket pair: other threads :meth:`ring`, the consuming thread waits on :meth:`fileno`
+    among its other sockets and then :meth:`clear`\\ s it.
+
+    It rings only while :attr:`armed`, which the consuming thread sets when its window is
+    full, so the acknowledgements of a consumer with room to spare cost no system call."""
+
+    def __init__(self) -> None:
+        self._inbox, self._outbox = socket.socketpair()
+        self._inbox.setblocking(False)
+        self._outbox.setblocking(False)
+        self.armed = False
+
+    def ring(self) -> None:
+        if not self.armed:
+            return
+        self.armed = False
+        with contextlib.suppress(OSError):  # the buffer is full (it rang already) or the bell is closed
+            self._outbox.send(b"\0")
+
+    def fileno(self) -> int:
+        return self._inbox.fileno()
+
+    def clear(self) -> None:
+        """Disarm and take every ring that came, so the next wait is not cut short by an old one."""
+        self.armed = False
+        try:
+            while self._inbox.recv(64):
+                pass
+        except OSError:  # nothing left to read
+            pass
+
+    def close(self) -> None:
+        self._inbox.close()
+        self._outbox.close()
