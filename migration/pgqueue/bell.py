@@ -12,8 +12,8 @@ import socket
 
 
 class Bell:
-    """A socket pair: other threads :meth:`ring`, the consuming thread waits on :meth:`fileno`
-    among its other sockets and then :meth:`clear`\\ s it.
+    """A socket pair: other threads call :meth:`ring`; the consuming thread waits on
+    :meth:`fileno` among its other sockets, then calls :meth:`clear`.
 
     It rings only while :attr:`armed`, which the consuming thread sets when its window is
     full, so the acknowledgements of a consumer with room to spare cost no system call."""
