@@ -183,6 +183,13 @@ class Channel(pgqueue.Channel):
             except Exception:
                 log.debug("router.leg_close_failed", exc_info=True)
 
+    def read_leg(self, name: str, leg: Leg, timeout: float) -> None:
+        """Take what the broker of ``leg`` has sent, waiting up to ``timeout`` for the first of it."""
+        try:
+            leg.wait(timeout)
+        except LegUnavailable as exc:
+            self.drop_leg(name, exc)
+
     def consuming_brokers(self) -> list[tuple[str, Leg]]:
         return [(n, leg) for n, leg in self.legs.items() if n != modes.POSTGRESQL and self._task_queues]
 
@@ -403,7 +410,8 @@ class Transport(pgqueue.Transport):
     def _idle_wait(self, wait: float) -> None:
         """Wait for a NOTIFY, a broker message or the bell: on all their sockets at once where
         every client has one, else on each broker in short turns (Kafka's client exposes no
-        socket; the turns are short enough not to wait for the bell)."""
+        socket). A full prefetch window lets no message out before a task ends: the brokers
+        are then read without waiting, and the wait is for the bell."""
         for channel in self.channels:  # nothing to run: settle the shadow copies held so far
             channel.check_shadows()
         brokers = [(channel, name, leg) for channel in self.channels for name, leg in channel.consuming_brokers()]
@@ -418,18 +426,17 @@ class Transport(pgqueue.Transport):
                 self._wake(self.waiter.woken())
             for (channel, name, leg), fd in zip(brokers, sockets[1:], strict=True):
                 if fd in readable:
-                    try:
-                        leg.wait(0)
-                    except LegUnavailable as exc:
-                        channel.drop_leg(name, exc)
+                    channel.read_leg(name, leg, 0)
+            return
+        if self.bell.armed:
+            for channel, name, leg in brokers:
+                channel.read_leg(name, leg, 0)
+            super()._idle_wait(wait)
             return
         self.bell.clear()
         turn = min(wait, BROKER_WAIT) / len(brokers)
         for channel, name, leg in brokers:
-            try:
-                leg.wait(turn)
-            except LegUnavailable as exc:
-                channel.drop_leg(name, exc)
+            channel.read_leg(name, leg, turn)
 
     def _maintain(self) -> None:
         super()._maintain()
