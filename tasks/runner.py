@@ -223,7 +223,7 @@ def _start_maintenance(**_: Any) -> None:
 def _stop_consuming(**_: Any) -> None:
     """On SIGTERM, SIGINT or SIGQUIT (sent in the signal handler): take no new message, so the
     worker goes on to finish the tasks it runs instead of waiting on an idle queue first."""
-    pgqueue.stopping.set()
+    pgqueue.stop_consuming()
 
 
 @worker_shutdown.connect

@@ -3,12 +3,17 @@
 With the threads pool a task's acknowledgement comes from the pool thread that ran it, while
 the consuming thread sleeps in its idle wait: without a wake-up it would take the next message
 only at its next poll, and a backlog would drain one prefetch window per ``polling_interval``.
+A worker's shutdown rings every bell of its process (:func:`ring_all`), so a loop waiting for
+work sees the stop at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import weakref
+
+_bells: weakref.WeakSet[Bell] = weakref.WeakSet()
 
 
 class Bell:
@@ -23,11 +28,14 @@ class Bell:
         self._inbox.setblocking(False)
         self._outbox.setblocking(False)
         self.armed = False
+        _bells.add(self)
 
     def ring(self) -> None:
-        if not self.armed:
-            return
-        self.armed = False
+        if self.armed:
+            self.armed = False
+            self._send()
+
+    def _send(self) -> None:
         with contextlib.suppress(OSError):  # the buffer is full (it rang already) or the bell is closed
             self._outbox.send(b"\0")
 
@@ -46,3 +54,9 @@ class Bell:
     def close(self) -> None:
         self._inbox.close()
         self._outbox.close()
+
+
+def ring_all() -> None:
+    """Ring every bell of this process, armed or not; safe to call from a signal handler."""
+    for bell in list(_bells):
+        bell._send()

@@ -39,7 +39,7 @@ from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from helixagent.logging import get_logger
-from migration.pgqueue.bell import Bell
+from migration.pgqueue.bell import Bell, ring_all
 from migration.pgqueue.store import Claimed, QueueStore, Waiter, open_store, open_waiter
 
 log = get_logger("pgqueue")
@@ -60,6 +60,13 @@ ACK_WAIT = 0.1
 #: :mod:`tasks.runner`): ``drain_events`` then delivers nothing more and returns at once. Celery's
 #: blocking loop otherwise waits out up to two idle polls of two seconds before it stops.
 stopping = threading.Event()
+
+
+def stop_consuming() -> None:
+    """Stop this process's consuming loops for good: set :data:`stopping` and wake every loop
+    that waits for work, instead of letting it wait out its idle poll first."""
+    stopping.set()
+    ring_all()
 
 
 def row_id(delivery_tag: str) -> int:

@@ -186,6 +186,22 @@ def test_a_stopping_consumer_returns_at_once_and_leaves_the_waiting_message(
         queue.close()
 
 
+def test_stopping_wakes_a_consumer_waiting_for_work(live_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a worker's shutdown comes while its consuming loop waits on an empty queue
+    monkeypatch.setattr(transport, "stopping", threading.Event())
+    with kombu_connection(live_db_url, polling_interval=30.0) as conn:
+        queue = conn.SimpleQueue("probe.stop.idle")
+        stopper = threading.Timer(0.3, transport.stop_consuming)
+        stopper.start()
+        started = time.monotonic()
+        with pytest.raises(queue.Empty):
+            queue.get(timeout=20)
+        waited = time.monotonic() - started
+        stopper.join()
+        assert waited < 5.0, f"returned after {waited:.2f}s: the stop did not wake the consumer"
+        queue.close()
+
+
 def test_fanout_reaches_queues_bound_by_other_connections(live_db_url: str) -> None:
     exchange = Exchange("probe.fanout", type="fanout")
     received: dict[str, Any] = {}

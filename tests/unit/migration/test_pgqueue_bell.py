@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from migration.pgqueue.bell import Bell
+from migration.pgqueue.bell import Bell, ring_all
 
 
 @pytest.fixture
@@ -54,3 +54,11 @@ def test_a_closed_bell_ignores_a_late_ring() -> None:
     bell.armed = True
     bell.close()
     bell.ring()  # a pool thread settling a message after the connection closed
+
+
+def test_ring_all_rings_every_bell_armed_or_not(bell: Bell) -> None:
+    other = Bell()
+    other.armed = True
+    ring_all()
+    assert rung(bell) and rung(other)
+    other.close()
