@@ -1,11 +1,16 @@
-"""JSON-lines log formatting: one event per line with a stable ``event`` name."""
+"""JSON-lines log formatting: one event per line with a stable ``event`` name; a filter for repeats."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+_DIGITS = re.compile(r"\d+")
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
@@ -23,6 +28,40 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class RepeatFilter(logging.Filter):
+    """Let through the first of a run of like lines, then one per ``window`` seconds.
+
+    Lines are alike when they differ only in their digits (addresses, client numbers, times).
+    A line let through after some were held back carries ``repeated``: how many. Meant for
+    clients that log a line per attempt while a service is away: librdkafka logs each refused
+    connection, about twenty a second per client during a Kafka outage."""
+
+    #: at most this many kinds of line are remembered; older ones are forgotten first
+    KINDS = 256
+
+    def __init__(self, window: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.window = window
+        self.clock = clock
+        self._kinds: dict[str, tuple[float, int]] = {}  # kind → (when one was last let through, held since)
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = f"{record.levelno}:{_DIGITS.sub('#', record.getMessage())}"
+        now = self.clock()
+        with self._lock:
+            last, held = self._kinds.pop(kind, (None, 0))
+            if last is not None and now - last < self.window:
+                self._kinds[kind] = (last, held + 1)
+                return False
+            self._kinds[kind] = (now, 0)
+            while len(self._kinds) > self.KINDS:
+                del self._kinds[next(iter(self._kinds))]
+        if held:
+            record.repeated = held
+        return True
 
 
 def get_logger(name: str) -> logging.Logger:

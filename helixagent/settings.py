@@ -185,6 +185,7 @@ LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "helixagent.logging.JsonFormatter"}},
+    "filters": {"repeats": {"()": "helixagent.logging.RepeatFilter", "window": 30.0}},
     "handlers": {
         "file": {
             "class": "logging.handlers.WatchedFileHandler",
@@ -201,6 +202,8 @@ LOGGING: dict[str, Any] = {
     "loggers": {
         # one JSON line per discrepancy (SPEC §4); they also reach helixagent.log
         "helixagent.migration.discrepancies": {"handlers": ["discrepancies"], "propagate": True},
+        # librdkafka's own lines: during an outage it logs every refused connection
+        "helixagent.migration.kafka.client": {"filters": ["repeats"], "propagate": True},
         "helixagent": {
             "handlers": ["file", "console"],
             "level": os.environ.get("HELIX_LOG_LEVEL", "INFO"),

@@ -31,6 +31,8 @@ from helixagent.logging import get_logger
 from migration.legs.base import Empty, Leg, LegUnavailable, message_id
 
 log = get_logger("migration.kafka")
+#: the clients' own lines (librdkafka's), kept apart so that repeats can be held back
+client_log = get_logger("migration.kafka.client")
 WORK_TOPIC = "helixagent.tasks"
 EVENTS_TOPIC = "helixagent.events.tasks"
 GROUP = "helixagent-group"
@@ -53,13 +55,13 @@ def producer_config(servers: str, linger_ms: int = 1) -> dict[str, Any]:
         "enable.idempotence": True,
         "linger.ms": linger_ms,
         "message.timeout.ms": int(PUBLISH_TIMEOUT * 1000),
-        "logger": log,
+        "logger": client_log,
     }
 
 
 def ensure_topics(servers: str, partitions: int) -> None:
     """Create the work and events topics if they do not exist yet."""
-    settings: dict[str, Any] = {"bootstrap.servers": servers, "logger": log}
+    settings: dict[str, Any] = {"bootstrap.servers": servers, "logger": client_log}
     admin = AdminClient(settings)
     wanted = [NewTopic(topic, partitions, 1) for topic in (WORK_TOPIC, EVENTS_TOPIC)]
     for topic, future in admin.create_topics(wanted, operation_timeout=10).items():
@@ -167,7 +169,7 @@ class KafkaLeg(Leg):
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "max.poll.interval.ms": 600_000,
-                "logger": log,
+                "logger": client_log,
             }
         )
         consumer.subscribe([WORK_TOPIC], on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost)
@@ -309,7 +311,7 @@ class KafkaLeg(Leg):
 
     def depth(self, queue: str) -> int:
         """Consumer lag of the group on the work topic (all queues share it)."""
-        consumer = Consumer({"bootstrap.servers": self.servers, "group.id": GROUP, "logger": log})
+        consumer = Consumer({"bootstrap.servers": self.servers, "group.id": GROUP, "logger": client_log})
         try:
             metadata = consumer.list_topics(WORK_TOPIC, timeout=5).topics[WORK_TOPIC]
             parts = [TopicPartition(WORK_TOPIC, p) for p in metadata.partitions]
