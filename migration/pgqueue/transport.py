@@ -85,7 +85,9 @@ class QoS(virtual.QoS):
         """Runs in whichever thread settles the message; its slot of the prefetch window is free
         again, so a consuming loop that waits for one is woken."""
         self._dirty.add(delivery_tag)
-        self.channel.connection.room_freed()
+        transport = self.channel.connection
+        if transport is not None:  # None once the channel closed: no loop waits on it any more
+            transport.room_freed()
 
     def ack(self, delivery_tag: str) -> None:
         self.channel.ack_later(row_id(delivery_tag))

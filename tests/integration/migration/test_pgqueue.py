@@ -219,3 +219,14 @@ def test_fanout_reaches_queues_bound_by_other_connections(live_db_url: str) -> N
         received[name] = message.payload if message else None
         conn.close()
     assert received == {"probe.fan.a": {"hello": "all"}, "probe.fan.b": {"hello": "all"}}
+
+
+def test_a_message_settled_after_its_connection_closed_is_delivered_again(live_db_url: str, store: Any) -> None:
+    # a pool thread ends its task after the worker lost its connection, and acknowledges
+    conn = kombu_connection(live_db_url)
+    queue = conn.SimpleQueue("probe.late")
+    queue.put({"n": 1})
+    message = queue.get(timeout=5)
+    conn.close()
+    message.ack()
+    assert store.size("probe.late") == 1  # the closing connection handed the message back
