@@ -24,7 +24,9 @@ def restart_kafka() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_kafka_restart_under_load_loses_nothing_and_does_not_flood_the_log(api: Any, start_worker: Any, switch_mode: Any) -> None:
+def test_a_kafka_restart_under_load_loses_nothing_and_does_not_flood_the_log(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
     setting = ModeSetting("messaging", broker="kafka")
     switch_mode(setting)
     worker = start_worker("w1", **setting.env)
