@@ -1,4 +1,4 @@
-"""JSON-lines log formatting: one event per line with a stable ``event`` name; a filter for repeats."""
+"""JSON-lines log formatting: one event per line with a stable ``event`` name; helpers for repeats and outages."""
 
 from __future__ import annotations
 
@@ -62,6 +62,35 @@ class RepeatFilter(logging.Filter):
         if held:
             record.repeated = held
         return True
+
+
+class Outage:
+    """Logs when something stops answering and when it answers again, instead of every failed
+    call in between: a worker's loops call the database several times a second.
+
+    ``<event>_unavailable`` (warning) at the first failure, with its error; ``<event>_back``
+    (info) at the first success after it, with the seconds and failures in between."""
+
+    def __init__(self, log: logging.Logger, event: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.log = log
+        self.event = event
+        self.clock = clock
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self, error: BaseException, **extra: object) -> None:
+        self.failures += 1
+        if self.since is None:
+            self.since = self.clock()
+            self.log.warning(f"{self.event}_unavailable", extra={"error": str(error), **extra})
+
+    def answered(self) -> None:
+        if self.since is None:
+            return
+        seconds = round(self.clock() - self.since, 1)
+        self.log.info(f"{self.event}_back", extra={"after_seconds": seconds, "failures": self.failures})
+        self.since = None
+        self.failures = 0
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -24,13 +24,14 @@ from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
 from helixagent.config import Config, get_config
-from helixagent.logging import get_logger
+from helixagent.logging import Outage, get_logger
 from migration import modes, preflight
 from migration.exceptions import BrokerUnreachable, InvalidValue, MigrationError
 from migration.models import MigrationState, ModeChange
 
 log = get_logger("migration.state")
 STATE_TTL = 1.0
+_outage = Outage(log, "migration.state")
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,9 @@ def current(max_age: float = STATE_TTL) -> Snapshot:
                 bootstrap()
             row = MigrationState.objects.filter(pk=1).first()
             snapshot = _snapshot(row, get_config()) if row else configured()
+            _outage.answered()
         except Exception as exc:  # keep routing on the last known state
-            log.warning("migration.state_unreadable", extra={"error": str(exc)})
+            _outage.failed(exc)
             close_old_connections()
             snapshot = cached[1] if cached else configured()
         _cache = (now, snapshot)

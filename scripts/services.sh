@@ -160,11 +160,17 @@ case "${1:-up}" in
   status) status ;;
   down) down ;;
   env) print_env ;;
-  restart-postgres) pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast && wait_port PostgreSQL "$PG_PORT" 30 ;;
+  restart-postgres)  # restart-postgres [SECONDS]: stay stopped that long before starting again
+    if [ -n "${2:-}" ]; then
+      pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m fast && sleep "$2" && pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start
+    else
+      pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" restart -m fast
+    fi && wait_port PostgreSQL "$PG_PORT" 30
+    ;;
   crash-postgres)
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop -m immediate
     pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start && wait_port PostgreSQL "$PG_PORT" 60
     ;;
   restart-kafka) kafka_restart ;;
-  *) echo "usage: $0 up|status|down|env|restart-postgres|crash-postgres|restart-kafka" >&2; exit 2 ;;
+  *) echo "usage: $0 up|status|down|env|restart-postgres [SECONDS]|crash-postgres|restart-kafka" >&2; exit 2 ;;
 esac

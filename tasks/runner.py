@@ -24,7 +24,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from helixagent.config import get_config
-from helixagent.logging import get_logger
+from helixagent.logging import Outage, get_logger
 from migration import guard, modes, outbox, stranded, verifier
 from migration.pgqueue import transport as pgqueue
 from tasks import service, states, transitions
@@ -162,7 +162,7 @@ def run_task(self: Any, task_id: str) -> str:
         log.warning("task.database_unavailable", extra={"task_id": task_id, "error": str(exc)})
         close_old_connections()
         time.sleep(1.0)  # do not spin through the queue while the database is away
-        raise Reject(exc, requeue=True) from exc
+        raise Reject(str(exc), requeue=True) from None  # Celery logs it: the line above says why
     return outcome.status if outcome else "superseded"
 
 
@@ -188,7 +188,8 @@ def _maintenance_loop(stop: threading.Event) -> None:
     """Every worker, about once a second (row locks keep workers apart): recover stuck tasks,
     publish due ones, relay the outbox, verify dual_write copies, watch for a rollback breach,
     and every few seconds copy to PostgreSQL the tasks a mode change stranded in a broker.
-    Each step fails on its own: a broken one does not stop the others."""
+    Each step fails on its own: a broken one does not stop the others. A turn ends at the first
+    step the database does not answer; the outage is logged when it begins and when it ends."""
     cfg = get_config().tasks
     steps: list[tuple[Callable[[], object], float]] = [
         (_recover_stuck, min(cfg.stuck_threshold / 2, cfg.heartbeat_interval)),
@@ -199,6 +200,7 @@ def _maintenance_loop(stop: threading.Event) -> None:
         (stranded.reenqueue, stranded.SWEEP_EVERY),
     ]
     last_run = [0.0] * len(steps)
+    database = Outage(log, "task.maintenance_database")
     while not stop.wait(cfg.dispatch_interval):
         for index, (step, every) in enumerate(steps):
             if time.monotonic() - last_run[index] < every:
@@ -206,6 +208,11 @@ def _maintenance_loop(stop: threading.Event) -> None:
             last_run[index] = time.monotonic()
             try:
                 step()
+                database.answered()
+            except (OperationalError, InterfaceError) as exc:  # every step needs it: wait for the next turn
+                database.failed(exc, step=step.__name__)
+                close_old_connections()
+                break
             except Exception:
                 log.warning("task.maintenance_failed", extra={"step": step.__name__}, exc_info=True)
                 close_old_connections()

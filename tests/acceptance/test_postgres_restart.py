@@ -22,8 +22,8 @@ from tests.helpers import completed_once, event_path, submit, wait_completed, wa
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def restart_postgres(how: str) -> None:
-    result = subprocess.run(["scripts/services.sh", how], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def restart_postgres(how: str, *args: str) -> None:
+    result = subprocess.run(["scripts/services.sh", how, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     connection.close()  # this process's connection died with the server
 
@@ -67,3 +67,18 @@ def test_a_hang_longer_than_the_stuck_threshold_does_not_run_a_live_task_twice(a
     task = wait_status(task_id, "completed", "failed", "dead_letter", timeout=40)
     path = event_path(task_id)
     assert task.status == "completed" and path.count("running") == 1 and "stuck" not in path, path
+
+
+def test_an_outage_is_logged_when_it_begins_and_when_it_ends(api: Any, start_worker: Any) -> None:
+    # the worker's loops call the database several times a second; each failed call used to
+    # leave a line, most with a traceback
+    worker = start_worker("w1", concurrency=2)
+    wait_completed([submit(api, "noop") for _ in range(5)], timeout=30)
+    restart_postgres("restart-postgres", "8")
+    wait_completed([submit(api, "noop") for _ in range(5)], timeout=60)
+    wait_for(lambda: "task.maintenance_database_back" in worker.log_path.read_text(), 10, what="the end logged")
+    log = worker.log_path.read_text()
+    assert log.count("task.maintenance_database_unavailable") == 1
+    assert log.count("task.maintenance_database_back") == 1
+    assert log.count("migration.state_unavailable") <= 1
+    assert "task.maintenance_failed" not in log and "migration.state_unreadable" not in log

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from helixagent.logging import JsonFormatter, RepeatFilter
+import pytest
+
+from helixagent.logging import JsonFormatter, Outage, RepeatFilter
 
 REFUSED = "FAIL [rdkafka#consumer-{n}] 127.0.0.1:9092/bootstrap: Connection refused (after {ms}ms in state CONNECT)"
 
@@ -59,3 +61,20 @@ def test_the_count_of_held_back_lines_is_a_key_of_the_json_line() -> None:
     line = record("refused")
     assert repeats.filter(line)
     assert json.loads(JsonFormatter().format(line))["repeated"] == 1
+
+
+def test_an_outage_is_logged_when_it_begins_and_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    outage = Outage(logging.getLogger("helixagent.test"), "probe.database", clock=clock)
+    with caplog.at_level(logging.INFO, logger="helixagent.test"):
+        outage.answered()
+        for _ in range(5):
+            outage.failed(ConnectionRefusedError("refused"), step="sweep")
+            clock.now += 2
+        outage.answered()
+        outage.answered()
+    lines = [
+        (r.getMessage(), vars(r).get("error"), vars(r).get("after_seconds"), vars(r).get("failures"))
+        for r in caplog.records
+    ]
+    assert lines == [("probe.database_unavailable", "refused", None, None), ("probe.database_back", None, 10.0, 5)]
