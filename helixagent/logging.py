@@ -69,7 +69,8 @@ class Outage:
     call in between: a worker's loops call the database several times a second.
 
     ``<event>_unavailable`` (warning) at the first failure, with its error; ``<event>_back``
-    (info) at the first success after it, with the seconds and failures in between."""
+    (info) at the first success after it, with the seconds and failures in between. One thread
+    at a time: each loop keeps its own, or calls it under its lock."""
 
     def __init__(self, log: logging.Logger, event: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
