@@ -6,15 +6,16 @@ import getpass
 import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from tqdm import tqdm
 
+from helixagent.commands import DatabaseCommand
 from migration import migrate_pending, modes, rollback, state, status, verifier
 from migration.exceptions import MigrationError
 from migration.models import Discrepancy
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Show or change the migration state (SPEC §4); every action prints the status as JSON."
 
     def add_arguments(self, parser: CommandParser) -> None:

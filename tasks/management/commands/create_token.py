@@ -1,11 +1,12 @@
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import CommandParser
 
+from helixagent.commands import DatabaseCommand
 from tasks.models import ApiToken
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Create an API token and print it (shown once). --admin tokens also open /admin/*."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -3,10 +3,11 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+
+from helixagent.commands import DatabaseCommand
 
 
-class Command(BaseCommand):
+class Command(DatabaseCommand):
     help = "Create the 'admin' superuser if missing and print its password (kept in var/admin_password)."
 
     def handle(self, *args: Any, **options: Any) -> None:
