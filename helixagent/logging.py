@@ -36,7 +36,7 @@ class RepeatFilter(logging.Filter):
     Lines are alike when they differ only in their digits (addresses, client numbers, times).
     A line let through after some were held back carries ``repeated``: how many. Meant for
     clients that log a line per attempt while a service is away: librdkafka logs each refused
-    connection, about twenty a second per client during a Kafka outage."""
+    connection, several a second per client, during a Kafka outage."""
 
     #: at most this many kinds of line are remembered; older ones are forgotten first
     KINDS = 256

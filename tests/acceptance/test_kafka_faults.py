@@ -37,7 +37,7 @@ def test_a_kafka_restart_under_load_loses_nothing_and_does_not_flood_the_log(
     later = [submit(api, "noop") for _ in range(50)]
     wait_completed(first + later, timeout=120)
     completed_once(first + later)
-    # librdkafka logs each refused connection, about twenty a second per client: the worker's
+    # librdkafka logs each refused connection, several a second per client: the worker's
     # log keeps one line per kind and 30 s
     refused = worker.log_path.read_text().count("Connection refused")
     assert 0 < refused <= 10, f"{refused} lines about refused connections in the worker's log"
