@@ -1,4 +1,4 @@
-"""The JSON log lines and the filter that holds back repeated lines."""
+"""The JSON log lines, the filter that holds back repeated lines, and the outage log."""
 
 from __future__ import annotations
 
