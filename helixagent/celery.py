@@ -11,6 +11,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "helixagent.settings")
 TRANSPORT_ALIASES["pgqueue"] = "migration.pgqueue.transport:Transport"
 TRANSPORT_ALIASES["router"] = "migration.router:Transport"
 
-app = Celery("helixagent")
+app = Celery("helixagent", amqp="helixagent.reconnect:AMQP")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["tasks"], related_name="runner")

@@ -163,6 +163,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "polling_interval": CONFIG.queue.poll_interval,
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker waits out a database outage of any length (attempts every 5 s, helixagent.reconnect)
+# instead of exiting after Celery's default of 100 attempts.
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
