@@ -35,6 +35,12 @@ from tasks.stuck import StaleWatch
 
 log = get_logger("tasks.runner")
 
+#: what a lost or refused database connection raises
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+#: seconds between attempts to store an outcome while the database is unreachable
+OUTCOME_RETRY_SECONDS = 1.0
+
 
 class _Context:
     """The :class:`tasks.registry.TaskContext` of one execution."""
@@ -45,17 +51,34 @@ class _Context:
         self.attempt = task.retry_count + 1
         self._cancel_checked = 0.0
         self._cancelled = False
+        self._told_away = False
 
     def progress(self, percent: int, message: str = "") -> None:
-        transitions.record_progress(self.task, percent, message)
+        """Store progress; while the database is unreachable the report is dropped, not raised:
+        progress is advisory, and a handler's work should not end over it."""
+        try:
+            transitions.record_progress(self.task, percent, message)
+        except DATABASE_ERRORS as exc:
+            self._database_away(exc, "progress")
 
     def cancelled(self) -> bool:
+        """Asks the database at most once a second; while it is unreachable the last answer stands."""
         now = time.monotonic()
         if now - self._cancel_checked >= 1.0:
             self._cancel_checked = now
-            status = Task.objects.filter(pk=self.task.pk).values_list("status", flat=True).first()
-            self._cancelled = status == states.CANCELLED
+            try:
+                status = Task.objects.filter(pk=self.task.pk).values_list("status", flat=True).first()
+            except DATABASE_ERRORS as exc:
+                self._database_away(exc, "cancel_check")
+            else:
+                self._cancelled = status == states.CANCELLED
         return self._cancelled
+
+    def _database_away(self, exc: Exception, call: str) -> None:
+        if not self._told_away:  # once per execution: a handler may report every second
+            self._told_away = True
+            log.warning("task.progress_unsaved", extra={"task_id": self.task_id, "call": call, "error": str(exc)})
+        close_old_connections()  # the next call connects afresh
 
 
 class _Heartbeat:
@@ -80,12 +103,19 @@ class _Heartbeat:
 
     def _loop(self) -> None:
         interval = get_config().tasks.heartbeat_interval
+        database = Outage(log, "task.heartbeat_database")
         while True:
             time.sleep(interval)
             with self.lock:
                 ids = list(self.active)
+            if not ids:
+                continue
             try:
                 transitions.heartbeat(ids)
+                database.answered()
+            except DATABASE_ERRORS as exc:
+                database.failed(exc, executions=len(ids))
+                close_old_connections()
             except Exception:
                 log.warning("task.heartbeat_failed", exc_info=True)
                 close_old_connections()
@@ -101,18 +131,55 @@ def execute(task: Task) -> Task | None:
     assert task.execution_id is not None, "execute() needs a claimed task"
     _heartbeat.add(task.execution_id)
     try:
-        result = get_task_type(task.task_type).handler(_Context(task), task.payload)
-    except PermanentTaskFailure as exc:
-        return transitions.fail(task, str(exc), permanent=True, delay=0)
-    except SoftTimeLimitExceeded:
-        error = f"timed out after {task.config.get('timeout_seconds')}s"
-        return transitions.fail(task, error, permanent=False, delay=_delay(task))
-    except Exception as exc:
-        log.info("task.handler_error", extra={"task_id": str(task.pk), "error": repr(exc)})
-        return transitions.fail(task, f"{type(exc).__name__}: {exc}", permanent=False, delay=_delay(task))
+        return _store_outcome(task, _run_handler(task))
     finally:
         _heartbeat.remove(task.execution_id)
-    return transitions.complete(task, result)
+
+
+def _run_handler(task: Task) -> Callable[[], Task | None]:
+    """Run the handler; return the call that stores its outcome."""
+    try:
+        result = get_task_type(task.task_type).handler(_Context(task), task.payload)
+    except PermanentTaskFailure as exc:
+        error = str(exc)
+        return lambda: transitions.fail(task, error, permanent=True, delay=0)
+    except SoftTimeLimitExceeded:
+        error = f"timed out after {task.config.get('timeout_seconds')}s"
+        return lambda: transitions.fail(task, error, permanent=False, delay=_delay(task))
+    except Exception as exc:
+        log.info("task.handler_error", extra={"task_id": str(task.pk), "error": repr(exc)})
+        error = f"{type(exc).__name__}: {exc}"
+        return lambda: transitions.fail(task, error, permanent=False, delay=_delay(task))
+    return lambda: transitions.complete(task, result)
+
+
+def _store_outcome(task: Task, store: Callable[[], Task | None]) -> Task | None:
+    """Store an outcome, waiting for the database as long as it is unreachable.
+
+    The handler has run: giving up would leave the claim to the stuck sweep, which would run the
+    task again. The caller's heartbeat goes on meanwhile, so the sweep leaves this live execution
+    alone once the database answers. A retry after a commit whose answer was lost finds the
+    outcome already stored and changes nothing (the update names this execution and ``running``).
+    """
+    waiting_since = None
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            stored = store()
+        except DATABASE_ERRORS as exc:
+            if waiting_since is None:
+                waiting_since = time.monotonic()
+                log.warning("task.outcome_waiting", extra={"task_id": str(task.pk), "error": str(exc)})
+            close_old_connections()
+            time.sleep(OUTCOME_RETRY_SECONDS)
+            continue
+        if waiting_since is not None:
+            waited = round(time.monotonic() - waiting_since, 1)
+            log.info(
+                "task.outcome_stored", extra={"task_id": str(task.pk), "after_seconds": waited, "attempts": attempts}
+            )
+        return stored
 
 
 def _another_copy(task_id: str, source: str) -> None:
@@ -144,8 +211,9 @@ def _delay(task: Task) -> float:
 def run_task(self: Any, task_id: str) -> str:
     """Claim and execute one task; a copy that finds the task already claimed does nothing.
 
-    When the database cannot be reached the message is rejected back to the queue rather than
-    acknowledged, so the task is not lost; a claim it may have made is recovered as stuck.
+    When the database cannot be reached before the handler runs, the message is rejected back
+    to the queue rather than acknowledged, so the task is not lost; a claim it may have made is
+    recovered as stuck. Once the handler has run, its outcome waits for the database instead.
     """
     close_old_connections()  # as at the start of a request: drop broken or expired connections
     worker_id = f"{self.request.hostname}:{os.getpid()}"
@@ -158,7 +226,7 @@ def run_task(self: Any, task_id: str) -> str:
             return "skipped"
         _check_copy(task, source, self.request)
         outcome = execute(task)
-    except (OperationalError, InterfaceError) as exc:
+    except DATABASE_ERRORS as exc:
         log.warning("task.database_unavailable", extra={"task_id": task_id, "error": str(exc)})
         close_old_connections()
         time.sleep(1.0)  # do not spin through the queue while the database is away
@@ -209,7 +277,7 @@ def _maintenance_loop(stop: threading.Event) -> None:
             try:
                 step()
                 database.answered()
-            except (OperationalError, InterfaceError) as exc:  # every step needs it: wait for the next turn
+            except DATABASE_ERRORS as exc:  # every step needs it: wait for the next turn
                 database.failed(exc, step=step.__name__)
                 close_old_connections()
                 break

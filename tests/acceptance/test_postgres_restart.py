@@ -82,3 +82,26 @@ def test_an_outage_is_logged_when_it_begins_and_when_it_ends(api: Any, start_wor
     assert log.count("task.maintenance_database_back") == 1
     assert log.count("migration.state_unavailable") <= 1
     assert "task.maintenance_failed" not in log and "migration.state_unreadable" not in log
+
+
+@pytest.mark.parametrize(
+    "setting", [ModeSetting("legacy"), ModeSetting("messaging", broker="rabbitmq")], ids=lambda value: value.id
+)
+def test_a_task_that_ends_while_the_database_is_down_keeps_its_outcome_and_runs_once(
+    api: Any, start_worker: Any, switch_mode: Any, setting: ModeSetting
+) -> None:
+    # The handler reports progress into the outage and ends during it. Neither may cost its
+    # work: a progress report is dropped, the outcome waits for the database, and the task is
+    # not recovered as stuck and run again.
+    purge_rabbitmq()
+    switch_mode(setting)
+    worker = start_worker("w1", concurrency=2, **setting.env)
+    task_id = submit(api, "sleep", {"seconds": 3})
+    wait_status(task_id, "running", timeout=30)
+    restart_postgres("restart-postgres", "6")
+    task = wait_status(task_id, "completed", "failed", "dead_letter", timeout=30)
+    path = event_path(task_id)
+    assert task.status == "completed" and task.retry_count == 0, (task.status, task.last_error)
+    assert path.count("running") == 1 and "stuck" not in path, path
+    log = worker.log_path.read_text()
+    assert log.count("task.outcome_waiting") == 1 and log.count("task.outcome_stored") == 1

@@ -1,4 +1,4 @@
-"""The worker's signal handlers in :mod:`tasks.runner`."""
+"""The worker's signal handlers, and what an execution does while the database is away (:mod:`tasks.runner`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import threading
 
 import pytest
 from celery.signals import worker_shutting_down
+from django.db import OperationalError
 
 from migration.pgqueue import transport as pgqueue
 from migration.pgqueue.bell import Bell
-from tasks import runner  # noqa: F401  (connects the worker's signal handlers)
+from tasks import runner, transitions  # importing the runner connects the worker's signal handlers
+from tasks.models import Task
 
 
 def test_a_shutdown_signal_stops_the_queue_and_wakes_its_waiting_loop(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -20,3 +22,36 @@ def test_a_shutdown_signal_stops_the_queue_and_wakes_its_waiting_loop(monkeypatc
     assert pgqueue.stopping.is_set()
     assert select.select([bell.fileno()], [], [], 0)[0]
     bell.close()
+
+
+def test_an_outcome_waits_for_the_database_and_is_stored_once_it_answers(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runner, "OUTCOME_RETRY_SECONDS", 0.0)
+    calls = []
+
+    def store() -> str:
+        calls.append(1)
+        if len(calls) < 4:
+            raise OperationalError("connection refused")
+        return "stored"
+
+    with caplog.at_level("INFO", logger="helixagent.tasks.runner"):
+        assert runner._store_outcome(Task(), store) == "stored"  # type: ignore[arg-type]
+    assert len(calls) == 4
+    assert [r.getMessage() for r in caplog.records] == ["task.outcome_waiting", "task.outcome_stored"]
+    assert caplog.records[1].attempts == 4
+
+
+def test_a_progress_report_the_database_cannot_take_is_dropped_and_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unreachable(*_: object) -> None:
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(transitions, "record_progress", unreachable)
+    context = runner._Context(Task())
+    with caplog.at_level("INFO", logger="helixagent.tasks.runner"):
+        for percent in (10, 20, 30):
+            context.progress(percent)  # does not raise into the handler
+    assert [r.getMessage() for r in caplog.records] == ["task.progress_unsaved"]
