@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
 
 from helixagent.logging import get_logger
 from migration.legs.base import Empty, Leg, LegUnavailable, message_id
@@ -59,17 +59,37 @@ def producer_config(servers: str, linger_ms: int = 1) -> dict[str, Any]:
     }
 
 
-def ensure_topics(servers: str, partitions: int) -> None:
-    """Create the work and events topics if they do not exist yet."""
+def ensure_topics(servers: str, partitions: int, topics: Iterable[str] = (WORK_TOPIC, EVENTS_TOPIC)) -> None:
+    """Create the topics with ``partitions`` partitions, or add partitions to one that has fewer.
+
+    Raising ``messaging.kafka_partitions`` thus takes effect at the next start, for more worker
+    processes to share the work topic. Kafka cannot take partitions away: a topic with more
+    keeps them. A task's messages are keyed by its id, so a retry published after the growth
+    may land in another partition than its first message; each delivery stands alone (the claim
+    on the task row keeps one execution), so nothing depends on where it lands."""
     settings: dict[str, Any] = {"bootstrap.servers": servers, "logger": client_log}
     admin = AdminClient(settings)
-    wanted = [NewTopic(topic, partitions, 1) for topic in (WORK_TOPIC, EVENTS_TOPIC)]
-    for topic, future in admin.create_topics(wanted, operation_timeout=10).items():
+    names = list(topics)
+    created = admin.create_topics([NewTopic(name, partitions, 1) for name in names], operation_timeout=10)
+    for topic, future in created.items():
         try:
             future.result(15)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise LegUnavailable(f"kafka: cannot create {topic}: {exc}") from exc
+    found = admin.list_topics(timeout=10).topics
+    fewer = {name: len(found[name].partitions) for name in names if len(found[name].partitions) < partitions}
+    if not fewer:
+        return
+    growth = admin.create_partitions([NewPartitions(topic, partitions) for topic in fewer], operation_timeout=10)
+    for topic, future in growth.items():
+        try:
+            future.result(15)
+        except KafkaException as exc:
+            if exc.args[0].code() == KafkaError.INVALID_PARTITIONS:
+                continue  # another process starting at the same time added them first
+            raise LegUnavailable(f"kafka: cannot add partitions to {topic}: {exc}") from exc
+        log.info("kafka.partitions_added", extra={"topic": topic, "before": fewer[topic], "now": partitions})
 
 
 class MembershipWatch:
@@ -178,6 +198,11 @@ class KafkaLeg(Leg):
 
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("kafka.assigned", extra={"partitions": [p.partition for p in partitions]})
+        if not partitions:  # the group has more consumers than the topic has partitions
+            log.warning(
+                "kafka.no_partitions",
+                extra={"topic": WORK_TOPIC, "hint": "this worker gets no work: raise messaging.kafka_partitions"},
+            )
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before partitions move to another worker: commit what is safe and forget the rest."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
+from confluent_kafka.admin import AdminClient
+
 from migration.legs.base import Empty
-from migration.legs.kafka import KafkaLeg
+from migration.legs.kafka import KafkaLeg, ensure_topics
 from tests.conftest import kafka_frozen, require_env, wait_for
 
 QUEUE = "helixagent.tasks.background"
@@ -90,3 +93,27 @@ def test_a_consumer_outside_its_group_too_long_is_replaced_and_loses_nothing() -
         leg.flush()
     finally:
         leg.close()
+
+
+def test_a_topic_with_fewer_partitions_than_configured_gets_more_and_never_fewer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    servers = require_env("KAFKA_BOOTSTRAP_SERVERS")
+    admin = AdminClient({"bootstrap.servers": servers})
+    topic = f"helixagent.test.partitions.{uuid.uuid4().hex[:8]}"
+
+    def partitions() -> int:
+        return len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
+
+    try:
+        ensure_topics(servers, 2, [topic])
+        assert partitions() == 2
+        with caplog.at_level("INFO", logger="helixagent.migration.kafka"):
+            ensure_topics(servers, 4, [topic])  # messaging.kafka_partitions raised
+        assert partitions() == 4
+        assert [r.getMessage() for r in caplog.records] == ["kafka.partitions_added"]
+        ensure_topics(servers, 3, [topic])  # lowered: Kafka keeps what the topic has
+        assert partitions() == 4
+    finally:
+        for future in admin.delete_topics([topic], operation_timeout=10).values():
+            future.result(15)
