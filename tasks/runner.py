@@ -243,8 +243,12 @@ def _recover_stuck() -> None:
     cfg = get_config().tasks
     found = transitions.stale_executions(cfg.stuck_threshold)
     for stale in _stale_watch.confirmed(found, time.monotonic(), confirm_after=2 * cfg.heartbeat_interval):
-        if transitions.recover_execution(stale, cfg.stuck_threshold):
-            log.warning("task.recovered_stuck", extra={"task_id": str(stale.task_id)})
+        recovered = transitions.recover_execution(stale, cfg.stuck_threshold)
+        if recovered is not None:
+            log.warning(
+                "task.recovered_stuck",
+                extra={"task_id": str(stale.task_id), "status": recovered.status, "retry_count": recovered.retry_count},
+            )
 
 
 def _relay_outbox() -> None:

@@ -26,7 +26,7 @@ TRANSITIONS: dict[str | None, frozenset[str]] = {
     QUEUED: frozenset({RUNNING, CANCELLED}),
     # running → pending is a retry with backoff; → stuck when its heartbeat stops.
     RUNNING: frozenset({COMPLETED, FAILED, CANCELLED, DEAD_LETTER, PENDING, STUCK}),
-    STUCK: frozenset({PENDING}),
+    STUCK: frozenset({PENDING, DEAD_LETTER}),  # a lost execution is a failed attempt
     DEAD_LETTER: frozenset({PENDING}),  # re-drive
     COMPLETED: frozenset(),
     FAILED: frozenset(),

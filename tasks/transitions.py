@@ -296,9 +296,14 @@ def stale_executions(threshold_seconds: float, limit: int = 500) -> list[Stale]:
     return [Stale(*row) for row in rows[:limit]]
 
 
-def recover_execution(stale: Stale, threshold_seconds: float) -> bool:
-    """``running → stuck → pending`` for one execution found by :func:`stale_executions`, so the
-    task becomes due again and the dispatcher publishes it.
+def recover_execution(stale: Stale, threshold_seconds: float) -> Task | None:
+    """``running → stuck``, then ``pending`` or ``dead_letter``, for one execution found by
+    :func:`stale_executions`; returns the recovered row, or None if there was nothing to do.
+
+    A lost execution counts as a failed attempt: while retries remain the task goes back to
+    ``pending`` at once with ``retry_count + 1`` and the dispatcher publishes it; with none left it
+    goes to ``dead_letter``. A task that kills every worker that runs it (out of memory, a crash in
+    native code) thus ends after ``max_retries + 1`` attempts instead of taking workers down forever.
 
     Does nothing if the task has moved on since it was found: claimed again (after another
     worker's recovery), or heartbeating again. The row stays locked from that check to the end,
@@ -308,19 +313,31 @@ def recover_execution(stale: Stale, threshold_seconds: float) -> bool:
         locked = Task.objects.select_for_update().filter(
             pk=stale.task_id, status=states.RUNNING, execution_id=stale.execution_id
         )
-        if list(locked.values_list("heartbeat_at", flat=True)) != [stale.heartbeat_at]:
-            return False
-        note = f"no heartbeat for {threshold_seconds:.0f}s"
-        _apply(stale.task_id, states.STUCK, (states.RUNNING,), only_execution=stale.execution_id, note=note)
-        _apply(
+        found = list(locked.values_list("heartbeat_at", "retry_count", "max_retries"))
+        if [row[0] for row in found] != [stale.heartbeat_at]:
+            return None
+        _, retry_count, max_retries = found[0]
+        error = f"worker lost: no heartbeat for {threshold_seconds:.0f}s"
+        _apply(stale.task_id, states.STUCK, (states.RUNNING,), only_execution=stale.execution_id, note=error)
+        if retry_count >= max_retries:
+            return _apply(
+                stale.task_id,
+                states.DEAD_LETTER,
+                (states.STUCK,),
+                note="retries exhausted",
+                last_error=error,
+                completed_at=timezone.now(),
+            )
+        return _apply(
             stale.task_id,
             states.PENDING,
             (states.STUCK,),
-            note="recovered",
+            note=f"recovered: retry {retry_count + 1} of {max_retries}",
+            last_error=error,
+            retry_count=retry_count + 1,
             execution_id=None,
             scheduled_at=timezone.now(),
         )
-    return True
 
 
 def heartbeat(execution_ids: list[uuid.UUID]) -> int:

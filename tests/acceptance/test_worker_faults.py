@@ -32,6 +32,25 @@ def test_a_task_whose_worker_is_killed_runs_again_and_completes_once(
     assert path.count("running") == 2 and "stuck" in path, path
 
 
+def test_a_task_that_keeps_killing_its_worker_ends_in_dead_letter(api: Any, start_worker: Any) -> None:
+    # as a task would that runs its worker out of memory: each lost execution is an attempt
+    task_id = submit(api, "sleep", {"seconds": 30}, config={"max_retries": 1})
+    for attempt, name in enumerate(("w1", "w2"), start=1):
+        worker = start_worker(name)
+        wait_for(
+            lambda attempt=attempt: TaskEvent.objects.filter(task_id=task_id, to_status="running").count() == attempt,
+            30,
+            0.1,
+            what=f"attempt {attempt} running",
+        )
+        worker.kill()
+    start_worker("w3")
+    task = wait_status(task_id, "completed", "failed", "dead_letter", timeout=45)
+    assert task.status == "dead_letter" and task.last_error.startswith("worker lost"), (task.status, task.last_error)
+    path = event_path(task_id)
+    assert path.count("running") == 2 and path[-2:] == ["stuck", "dead_letter"], path
+
+
 def test_two_workers_complete_two_thousand_tasks_exactly_once(api: Any, start_worker: Any) -> None:
     start_worker("w1", concurrency=4)
     start_worker("w2", concurrency=4)

@@ -74,6 +74,21 @@ def test_an_outcome_only_applies_to_the_execution_that_claimed() -> None:
     assert path == ["pending", "running", "stuck", "pending", "running", "completed"]
 
 
+def test_a_lost_execution_counts_as_an_attempt_and_the_last_one_dead_letters() -> None:
+    # a task that kills the worker running it must end, not take workers down forever
+    task = new_task(max_retries=1)
+    for expected, retries in ((states.PENDING, 1), (states.DEAD_LETTER, 1)):
+        assert transitions.claim(task.pk, "w1", "postgresql") is not None
+        Task.objects.filter(pk=task.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=60))
+        [stale] = transitions.stale_executions(threshold_seconds=30)
+        recovered = transitions.recover_execution(stale, threshold_seconds=30)
+        assert recovered is not None and (recovered.status, recovered.retry_count) == (expected, retries)
+        assert recovered.last_error == "worker lost: no heartbeat for 30s"
+    path = list(TaskEvent.objects.filter(task=task).order_by("id").values_list("to_status", flat=True))
+    assert path == ["pending", "running", "stuck", "pending", "running", "stuck", "dead_letter"]
+    assert transitions.redrive(task.pk) is not None  # kept and re-drivable like any dead letter
+
+
 def test_failures_retry_with_backoff_then_dead_letter() -> None:
     task = new_task(max_retries=1)
     running = transitions.claim(task.pk, "w1", "postgresql")
@@ -119,7 +134,7 @@ def test_an_execution_that_heartbeats_after_it_was_found_stale_is_not_recovered(
     [stale] = transitions.stale_executions(threshold_seconds=30)
     assert transitions.heartbeat([running.execution_id]) == 1  # its worker is alive after all
 
-    assert transitions.recover_execution(stale, threshold_seconds=30) is False
+    assert transitions.recover_execution(stale, threshold_seconds=30) is None
     assert Task.objects.get(pk=running.pk).status == states.RUNNING
 
 
@@ -133,7 +148,7 @@ def test_a_stale_execution_found_before_the_task_was_claimed_again_is_not_recove
     second = transitions.claim(first.pk, "w2", "postgresql")
     assert second is not None
 
-    assert transitions.recover_execution(stale, threshold_seconds=30) is False
+    assert transitions.recover_execution(stale, threshold_seconds=30) is None
     task = Task.objects.get(pk=first.pk)
     assert (task.status, task.execution_id) == (states.RUNNING, second.execution_id)
     assert TaskEvent.objects.filter(task_id=first.pk, to_status=states.STUCK).count() == 1

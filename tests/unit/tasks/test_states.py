@@ -12,9 +12,9 @@ def test_terminal_states_have_no_way_out_except_redrive() -> None:
     assert states.TRANSITIONS[states.DEAD_LETTER] == {states.PENDING}
 
 
-def test_stuck_recovers_only_to_pending() -> None:
+def test_stuck_recovers_to_pending_or_dead_letters() -> None:
     assert states.can_transition(states.RUNNING, states.STUCK)
-    assert states.TRANSITIONS[states.STUCK] == {states.PENDING}
+    assert states.TRANSITIONS[states.STUCK] == {states.PENDING, states.DEAD_LETTER}
     assert not states.can_transition(states.COMPLETED, states.RUNNING)
 
 
