@@ -11,6 +11,9 @@ from django.db.models import Q
 
 from tasks import states
 
+#: the longest ``Idempotency-Key`` a task can be submitted under
+IDEMPOTENCY_KEY_LENGTH = 200
+
 
 def default_task_config() -> dict[str, object]:
     return {}
@@ -40,7 +43,7 @@ class Task(models.Model):
     max_retries = models.PositiveIntegerField(default=3)
     scheduled_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField(null=True, blank=True)
-    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=IDEMPOTENCY_KEY_LENGTH, null=True, blank=True)
     config = models.JSONField(default=default_task_config, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

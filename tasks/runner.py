@@ -27,7 +27,7 @@ from helixagent.config import get_config
 from helixagent.logging import Outage, get_logger
 from migration import guard, modes, outbox, stranded, verifier
 from migration.pgqueue import transport as pgqueue
-from tasks import service, states, transitions
+from tasks import jsonvalue, service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
 from tasks.registry import get_task_type
@@ -150,6 +150,11 @@ def _run_handler(task: Task) -> Callable[[], Task | None]:
         log.info("task.handler_error", extra={"task_id": str(task.pk), "error": repr(exc)})
         error = f"{type(exc).__name__}: {exc}"
         return lambda: transitions.fail(task, error, permanent=False, delay=_delay(task))
+    try:
+        jsonvalue.encode(result)
+    except ValueError as exc:  # the same result would come back at every attempt: fail at once
+        error = f"the result cannot be stored: {exc}"
+        return lambda: transitions.fail(task, error, permanent=True, delay=0)
     return lambda: transitions.complete(task, result)
 
 

@@ -240,8 +240,10 @@ def fail(task: Task, error: str, *, permanent: bool, delay: float) -> Task | Non
     """A failed execution: retry after ``delay`` seconds while retries remain, else dead-letter.
 
     ``permanent`` failures go to ``failed`` at once. A retry returns to ``pending`` with
-    ``scheduled_at`` in the future; the dispatcher publishes it when it is due.
+    ``scheduled_at`` in the future; the dispatcher publishes it when it is due. A NUL character in
+    ``error`` (PostgreSQL's text refuses it) is written as ``\\0``.
     """
+    error = error.replace("\x00", "\\0")
     common: dict[str, Any] = {"only_execution": task.execution_id, "by": task.worker_id, "last_error": error[:4000]}
     if permanent:
         return _apply(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from rest_framework import serializers
 
-from tasks import states
+from tasks import jsonvalue, states
 from tasks.models import Task
 from tasks.registry import get_task_type
 
@@ -47,7 +46,10 @@ class TaskCreateSerializer(serializers.Serializer):
     def validate_payload(self, value: Any) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise serializers.ValidationError("must be a JSON object")
-        size = len(json.dumps(value, separators=(",", ":")).encode())
+        try:
+            size = len(jsonvalue.encode(value).encode())
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
         if size > MAX_PAYLOAD_BYTES:
             raise serializers.ValidationError(f"is {size} bytes encoded; the limit is {MAX_PAYLOAD_BYTES} (1 MiB)")
         return value

@@ -7,9 +7,10 @@ from typing import Any
 
 from django.db import connection
 from django.db.models import Count
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, pagination, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -28,7 +29,7 @@ from tasks.api.serializers import (
     TaskSerializer,
     TaskStatusSerializer,
 )
-from tasks.models import Task
+from tasks.models import IDEMPOTENCY_KEY_LENGTH, Task
 
 FILTERS = ("status", "task_type", "priority", "queue", "correlation_id", "parent_task_id")
 ERRORS = {400: ErrorSerializer, 401: ErrorSerializer, 404: ErrorSerializer, 503: ErrorSerializer}
@@ -39,6 +40,19 @@ class TaskCursor(pagination.CursorPagination):
     page_size = 50
     page_size_query_param = "limit"
     max_page_size = 500
+
+    def decode_cursor(self, request: Request) -> pagination.Cursor | None:
+        """DRF's cursor, refused like an undecodable one when its position is not a time: a
+        cursor is opaque to clients, but one edited by hand would otherwise reach the query."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None:
+            try:
+                position = parse_datetime(cursor.position)
+            except ValueError:
+                position = None
+            if position is None:
+                raise NotFound(self.invalid_cursor_message)
+        return cursor
 
 
 class TaskListCreateView(generics.ListAPIView):
@@ -51,6 +65,8 @@ class TaskListCreateView(generics.ListAPIView):
             value = self.request.query_params.get(name)
             if not value:
                 continue
+            if "\x00" in value:  # PostgreSQL's text cannot hold it, so no row has it
+                raise ValidationError({name: "must not hold a NUL character"})
             if name == "status" and value not in states.STATUSES:
                 raise ValidationError({"status": f"must be one of {list(states.STATUSES)}"})
             if name == "parent_task_id":
@@ -76,7 +92,10 @@ class TaskListCreateView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         body = TaskCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        task, created = service.submit(body.validated_data, request.headers.get("Idempotency-Key"))
+        key = request.headers.get("Idempotency-Key")
+        if key and len(key) > IDEMPOTENCY_KEY_LENGTH:
+            raise ValidationError({"Idempotency-Key": f"at most {IDEMPOTENCY_KEY_LENGTH} characters"})
+        task, created = service.submit(body.validated_data, key)
         message = "task accepted" if created else "task already accepted under this Idempotency-Key"
         return Response(
             TaskAcceptedSerializer(task, context={"message": message}).data, status=status.HTTP_202_ACCEPTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from typing import Any
 
@@ -64,6 +65,8 @@ def test_notify_tasks_go_to_the_notifications_queue(api: Any) -> None:
         ({"task_type": "echo", "parent_task_id": "not-a-uuid"}, "parent_task_id"),
         ({"task_type": "echo", "config": {"max_retries": -1}}, "config.max_retries"),
         ({"task_type": "echo", "config": {"retries": 3}}, "config"),
+        ({"task_type": "echo", "payload": {"text": "a\x00b"}}, "payload: holds a NUL character"),
+        ({"task_type": "echo", "task_name": "a\x00b"}, "task_name"),
         (
             {"task_type": "echo", "scheduled_at": "2030-01-02T00:00:00Z", "deadline": "2030-01-01T00:00:00Z"},
             "deadline",
@@ -180,3 +183,20 @@ def test_health_reports_database_and_queue(api: Any, migration_mode: ModeSetting
 
 def test_unknown_routes_answer_json(api: Any) -> None:
     assert_error(api.get("/v1/nothing-here"), 404, "not_found", "/v1/nothing-here")
+
+
+def test_an_idempotency_key_longer_than_the_column_is_a_400(api: Any) -> None:
+    assert_error(
+        post(api, {"task_type": "echo"}, HTTP_IDEMPOTENCY_KEY="k" * 201), 400, "validation_error", "Idempotency-Key"
+    )
+    assert not Task.objects.exists()
+
+
+def test_a_list_filter_holding_a_nul_character_is_a_400(api: Any) -> None:
+    assert_error(api.get("/v1/tasks", {"correlation_id": "a\x00b"}), 400, "validation_error", "correlation_id")
+
+
+@pytest.mark.parametrize("position", ["abc", "2026-13-45", "\x00"])
+def test_a_cursor_edited_by_hand_is_refused_like_an_undecodable_one(api: Any, position: str) -> None:
+    cursor = base64.b64encode(f"p={position}".encode()).decode()
+    assert_error(api.get("/v1/tasks", {"cursor": cursor}), 404, "not_found", "Invalid cursor")
