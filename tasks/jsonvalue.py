@@ -1,5 +1,6 @@
 """JSON the way the task rows store it, refusing up front what PostgreSQL's ``jsonb`` would refuse
-at the insert: NaN and infinity, and the NUL character (``\\u0000``)."""
+at the insert: NaN and infinity, the NUL character (``\\u0000``), and text that is not Unicode
+(a lone surrogate, which a JSON body may spell as ``\\ud800``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from typing import Any
 _NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def encode(value: Any) -> str:
-    """``value`` as compact JSON; :class:`ValueError` saying what the database would refuse."""
+def encode(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON; :class:`ValueError` saying what the database would refuse."""
     try:
-        encoded = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if _NUL.search(encoded):
         raise ValueError("holds a NUL character (\\u0000), which the database cannot store")
-    return encoded
+    try:
+        return encoded.encode()
+    except UnicodeEncodeError:
+        raise ValueError("holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text") from None

@@ -47,7 +47,7 @@ class TaskCreateSerializer(serializers.Serializer):
         if not isinstance(value, dict):
             raise serializers.ValidationError("must be a JSON object")
         try:
-            size = len(jsonvalue.encode(value).encode())
+            size = len(jsonvalue.encode(value))
         except ValueError as exc:
             raise serializers.ValidationError(str(exc)) from None
         if size > MAX_PAYLOAD_BYTES:

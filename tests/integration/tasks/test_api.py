@@ -91,6 +91,19 @@ def test_malformed_json_is_a_400(api: Any) -> None:
     assert_error(response, 400, "malformed_json", "JSON")
 
 
+def test_a_payload_holding_a_lone_surrogate_is_a_400(api: Any) -> None:
+    body = '{"task_type": "echo", "payload": {"text": "\\ud800"}}'  # valid JSON, but not Unicode text
+    response = api.post("/v1/tasks", data=body, content_type="application/json")
+    assert_error(response, 400, "validation_error", "payload: holds a lone surrogate")
+    assert not Task.objects.exists()
+
+
+def test_json_nested_deeper_than_the_decoder_goes_is_a_400(api: Any) -> None:
+    body = '{"task_type": "echo", "payload": {"a": ' + "[" * 5000 + "]" * 5000 + "}}"
+    response = api.post("/v1/tasks", data=body, content_type="application/json")
+    assert_error(response, 400, "malformed_json", "nested too deeply")
+
+
 def test_requests_without_a_valid_token_are_refused(api: Any) -> None:
     from rest_framework.test import APIClient
 

@@ -9,6 +9,13 @@ import pytest
 from tasks import jsonvalue
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -18,6 +25,8 @@ from tasks import jsonvalue
         ({"text": "a\x00b"}, "NUL character"),
         ({"a\x00": 1}, "NUL character"),
         (["x\\\x00"], "NUL character"),  # a backslash, then a NUL
+        ({"text": "\ud800"}, "lone surrogate"),
+        ({"deep": nested(100_000)}, "not JSON"),  # a handler's result deeper than the encoder goes
     ],
 )
 def test_what_the_database_would_refuse_is_refused_saying_why(value: Any, reason: str) -> None:
