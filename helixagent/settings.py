@@ -107,6 +107,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "tasks.api.errors.DatabaseUnavailableMiddleware",
+    "tasks.api.errors.NulCharacterMiddleware",
 ]
 
 ROOT_URLCONF = "helixagent.urls"

@@ -83,6 +83,23 @@ class DatabaseUnavailableMiddleware:
         return None
 
 
+class NulCharacterMiddleware:
+    """A query parameter holding a NUL character is a 400 on every path, admin pages included:
+    PostgreSQL's text cannot hold one, so a filter on it would fail in the query (a 500)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in value for value in values):
+                shown = name.replace("\x00", "\\0")
+                return JsonResponse(
+                    error_body("validation_error", f"{shown}: must not hold a NUL character"), status=400
+                )
+        return self.get_response(request)
+
+
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
     return JsonResponse(error_body("not_found", f"no route for {request.path}"), status=status.HTTP_404_NOT_FOUND)
 

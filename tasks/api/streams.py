@@ -40,16 +40,24 @@ async def _sse(task_id: str, last_id: int) -> AsyncIterator[str]:
             yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
 
 
+def event_id(raw: str) -> int | None:
+    """An event id as a client sends it back, or None: ASCII digits within the id column's range
+    (``str.isdigit`` alone also takes ``²``, which ``int`` refuses)."""
+    if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
+        return None
+    return int(raw)
+
+
 async def task_events(request: HttpRequest, task_id: Any) -> HttpResponseBase:
     """Stream the task's events; ``Last-Event-ID`` (or ``?last_event_id=``) resumes after one."""
     if not await _authorised(_bearer(request.headers.get("Authorization", ""))):
         return JsonResponse(error_body("not_authenticated", "a valid bearer token is required"), status=401)
     if not await _task_exists(str(task_id)):
         return JsonResponse(error_body("not_found", f"task {task_id} does not exist"), status=404)
-    raw = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
-    if not raw.isdigit():
+    after = event_id(request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0")
+    if after is None:
         return JsonResponse(error_body("validation_error", "Last-Event-ID: must be an event id (integer)"), status=400)
-    response = StreamingHttpResponse(_sse(str(task_id), int(raw)), content_type="text/event-stream")
+    response = StreamingHttpResponse(_sse(str(task_id), after), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

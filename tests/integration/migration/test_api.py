@@ -100,3 +100,9 @@ def test_rollback_on_the_command_line_prints_the_state_and_says_when_there_is_no
     call_command("migration", "rollback", stdout=io.StringIO(), stderr=err)
     assert "already in legacy" in err.getvalue()
     assert ModeChange.objects.filter(mode="legacy", source="cli").count() == 1
+
+
+def test_a_query_parameter_holding_a_nul_character_is_a_400_on_admin_paths_too(admin_api: Any) -> None:
+    response = admin_api.get("/admin/migration/discrepancies", {"kind": "missing\x00copy"})
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["message"] == "kind: must not hold a NUL character"
