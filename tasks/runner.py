@@ -15,12 +15,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from celery import shared_task
+from celery.concurrency import get_implementation
 from celery.exceptions import Reject, SoftTimeLimitExceeded
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
-from django.db import InterfaceError, OperationalError, close_old_connections
+from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from helixagent.config import get_config
@@ -32,6 +34,7 @@ from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
 from tasks.registry import get_task_type
 from tasks.stuck import StaleWatch
+from tasks.timelimit import SoftLimit
 
 log = get_logger("tasks.runner")
 
@@ -123,6 +126,17 @@ class _Heartbeat:
 
 _heartbeat = _Heartbeat()
 
+#: whether this process's pool ignores Celery's time limits (threads, solo), so that the runner
+#: raises a task's soft limit itself; prefork pool processes keep False and Celery's limits
+_limits_in_runner = False
+
+
+@worker_init.connect
+def _note_pool(sender: Any, **_: Any) -> None:
+    global _limits_in_runner
+    pool = get_implementation(sender.pool_cls)
+    _limits_in_runner = pool.__module__ in ("celery.concurrency.thread", "celery.concurrency.solo")
+
 
 def execute(task: Task) -> Task | None:
     """Run the claimed ``task``'s handler and store its outcome; returns the updated row."""
@@ -138,12 +152,15 @@ def execute(task: Task) -> Task | None:
 
 def _run_handler(task: Task) -> Callable[[], Task | None]:
     """Run the handler; return the call that stores its outcome."""
+    timeout = task.config.get("timeout_seconds") if _limits_in_runner else None
     try:
-        result = get_task_type(task.task_type).handler(_Context(task), task.payload)
+        with SoftLimit(float(timeout)) if timeout else nullcontext():
+            result = get_task_type(task.task_type).handler(_Context(task), task.payload)
     except PermanentTaskFailure as exc:
         error = str(exc)
         return lambda: transitions.fail(task, error, permanent=True, delay=0)
     except SoftTimeLimitExceeded:
+        connection.close()  # the limit may have cut a query short: store the outcome on a new one
         error = f"timed out after {task.config.get('timeout_seconds')}s"
         return lambda: transitions.fail(task, error, permanent=False, delay=_delay(task))
     except Exception as exc:

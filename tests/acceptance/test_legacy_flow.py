@@ -42,6 +42,17 @@ def test_exhausted_retries_end_in_dead_letter(api: Any, start_worker: Any) -> No
     assert event_path(task_id).count("running") == 3
 
 
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_task_over_its_timeout_is_stopped_and_retried_on_either_pool(api: Any, start_worker: Any, pool: str) -> None:
+    # Celery enforces time limits in prefork pool processes only; on threads the runner does
+    start_worker(pool=pool, concurrency=2)
+    task_id = submit(api, "sleep", {"seconds": 30}, config={"timeout_seconds": 1, "max_retries": 1})
+    task = wait_status(task_id, "completed", "failed", "dead_letter", timeout=30)
+    assert (task.status, task.last_error) == ("dead_letter", "timed out after 1.0s")
+    assert event_path(task_id).count("running") == 2
+    assert task.completed_at - task.started_at < timedelta(seconds=10)  # the retry's own run, not 30 s
+
+
 def test_a_permanent_failure_is_not_retried(api: Any, start_worker: Any) -> None:
     start_worker()
     task_id = submit(api, "notify", {"to": "not-an-address"})

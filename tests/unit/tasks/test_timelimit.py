@@ -1,0 +1,46 @@
+"""The soft time limit the runner raises itself on the threads and solo pools (:mod:`tasks.timelimit`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from tasks.timelimit import SoftLimit
+
+
+def test_a_block_still_running_at_the_limit_is_interrupted() -> None:
+    started = time.monotonic()
+    with pytest.raises(SoftTimeLimitExceeded), SoftLimit(0.2):
+        for _ in range(100):
+            time.sleep(0.05)
+    assert time.monotonic() - started < 1.0
+
+
+def test_it_is_raised_in_the_thread_that_entered_the_block_only() -> None:
+    seen: list[str] = []
+
+    def handler() -> None:
+        try:
+            with SoftLimit(0.2):
+                time.sleep(2)
+        except SoftTimeLimitExceeded:
+            seen.append("interrupted")
+
+    thread = threading.Thread(target=handler)
+    thread.start()
+    thread.join(5)
+    assert seen == ["interrupted"]
+
+
+def test_nothing_is_raised_after_the_block_has_ended() -> None:
+    for n in range(100):  # around the limit, where the timer and the end of the block race
+        try:
+            with SoftLimit(0.01):
+                time.sleep(0.01 if n % 2 else 0.0)
+        except SoftTimeLimitExceeded:
+            pass  # raised while the block ran, or as it ended: both are in time
+        time.sleep(0.002)  # a late exception would be raised here, outside the try
+    time.sleep(0.05)
