@@ -106,6 +106,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "HELIX_HEARTBEAT_INTERVAL": ("tasks", "heartbeat_interval"),
     "HELIX_DISPATCH_INTERVAL": ("tasks", "dispatch_interval"),
     "HELIX_RETRY_BACKOFF_BASE": ("tasks", "retry_backoff_base"),
+    "HELIX_DEFAULT_TIMEOUT": ("tasks", "default_timeout"),
     "HELIX_API_DATABASE_POOL": ("api", "database_pool"),
     "HELIX_API_DATABASE_TIMEOUT": ("api", "database_timeout"),
 }
@@ -151,6 +152,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("messaging.kafka_partitions: must be at least 1")
     if config.queue.visibility_timeout <= 0 or config.queue.claim_batch < 1:
         raise ConfigError("queue.visibility_timeout and queue.claim_batch: must be positive")
+    if config.tasks.default_timeout < 0:
+        raise ConfigError("tasks.default_timeout: must be 0 (no limit) or more")
     if config.api.database_pool < 0 or config.api.database_timeout <= 0:
         raise ConfigError("api.database_pool: must be 0 or more; api.database_timeout: must be positive")
 

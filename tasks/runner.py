@@ -152,16 +152,16 @@ def execute(task: Task) -> Task | None:
 
 def _run_handler(task: Task) -> Callable[[], Task | None]:
     """Run the handler; return the call that stores its outcome."""
-    timeout = task.config.get("timeout_seconds") if _limits_in_runner else None
+    limit = service.time_limit(task)
     try:
-        with SoftLimit(float(timeout)) if timeout else nullcontext():
+        with SoftLimit(limit) if limit and _limits_in_runner else nullcontext():
             result = get_task_type(task.task_type).handler(_Context(task), task.payload)
     except PermanentTaskFailure as exc:
         error = str(exc)
         return lambda: transitions.fail(task, error, permanent=True, delay=0)
     except SoftTimeLimitExceeded:
         connection.close()  # the limit may have cut a query short: store the outcome on a new one
-        error = f"timed out after {task.config.get('timeout_seconds')}s"
+        error = f"timed out after {limit}s"
         return lambda: transitions.fail(task, error, permanent=False, delay=_delay(task))
     except Exception as exc:
         log.info("task.handler_error", extra={"task_id": str(task.pk), "error": repr(exc)})

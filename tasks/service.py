@@ -138,11 +138,19 @@ def _send(task: Task) -> None:
         "queue": task.queue,
         "priority": states.MESSAGE_PRIORITY.get(task.priority, 5),
     }
-    timeout = task.config.get("timeout_seconds") if isinstance(task.config, dict) else None
-    if timeout:
-        options.update(soft_time_limit=float(timeout), time_limit=float(timeout) + 5)
+    limit = time_limit(task)
+    if limit:
+        options.update(soft_time_limit=limit, time_limit=limit + 5)
     with producer() as current:
         run_task.apply_async(producer=current, **options)
+
+
+def time_limit(task: Task) -> float | None:
+    """Seconds an execution may run: the task's ``config.timeout_seconds``, else
+    ``tasks.default_timeout``; None when neither sets one (a default of 0)."""
+    configured = task.config.get("timeout_seconds") if isinstance(task.config, dict) else None
+    limit = float(configured) if configured else get_config().tasks.default_timeout
+    return limit or None
 
 
 def reenqueue(task_ids: list[uuid.UUID] | list[str]) -> int:

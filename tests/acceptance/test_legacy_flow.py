@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from helixagent.config import get_config
 from migration.models import QueueMessage
 from tasks.models import Task, TaskEvent
 from tests.conftest import wait_for
@@ -51,6 +52,22 @@ def test_a_task_over_its_timeout_is_stopped_and_retried_on_either_pool(api: Any,
     assert (task.status, task.last_error) == ("dead_letter", "timed out after 1.0s")
     assert event_path(task_id).count("running") == 2
     assert task.completed_at - task.started_at < timedelta(seconds=10)  # the retry's own run, not 30 s
+
+
+@pytest.mark.parametrize("pool", ["prefork", "threads"])
+def test_a_task_without_a_timeout_of_its_own_gets_the_default(
+    api: Any, start_worker: Any, pool: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HELIX_DEFAULT_TIMEOUT", "1")  # the worker's, and this process's: its submit
+    get_config.cache_clear()  # puts the limit in the message, where the prefork pool reads it
+    try:
+        start_worker(pool=pool, concurrency=2)
+        task_id = submit(api, "sleep", {"seconds": 30}, config={"max_retries": 0})
+        task = wait_status(task_id, "completed", "failed", "dead_letter", timeout=30)
+        assert (task.status, task.last_error) == ("dead_letter", "timed out after 1.0s")
+    finally:
+        monkeypatch.delenv("HELIX_DEFAULT_TIMEOUT")
+        get_config.cache_clear()
 
 
 def test_a_permanent_failure_is_not_retried(api: Any, start_worker: Any) -> None:

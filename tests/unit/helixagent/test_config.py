@@ -51,3 +51,9 @@ def test_api_database_settings_come_from_the_file_and_the_environment(tmp_path: 
     assert (config.api.database_pool, config.api.database_timeout) == (4, 1.5)
     with pytest.raises(ConfigError, match=r"api\.database_timeout: must be positive"):
         load_config(path, environ={"HELIX_API_DATABASE_TIMEOUT": "0"})
+
+
+def test_a_default_timeout_below_zero_is_refused_and_zero_means_none(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "missing.yaml", environ={"HELIX_DEFAULT_TIMEOUT": "0"}).tasks.default_timeout == 0
+    with pytest.raises(ConfigError, match=r"tasks\.default_timeout: must be 0 \(no limit\) or more"):
+        load_config(tmp_path / "missing.yaml", environ={"HELIX_DEFAULT_TIMEOUT": "-1"})
