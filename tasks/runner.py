@@ -10,19 +10,19 @@ heartbeat stays stale, and the dispatcher publishes it again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import nullcontext
 from typing import Any
 
 from celery import shared_task
 from celery.concurrency import get_implementation
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_ready, worker_shutdown, worker_shutting_down
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, close_old_connections, connections
 from django.utils import timezone
 
 from helixagent.config import get_config
@@ -145,7 +145,11 @@ def execute(task: Task) -> Task | None:
     assert task.execution_id is not None, "execute() needs a claimed task"
     _heartbeat.add(task.execution_id)
     try:
-        return _store_outcome(task, _run_handler(task))
+        store = _run_handler(task)
+        if connections[DEFAULT_DB_ALIAS].in_atomic_block:  # the outcome would join it, never committed
+            log.warning("task.handler_left_transaction", extra={"task_id": str(task.pk)})
+            _replace_connection()
+        return _store_outcome(task, store)
     finally:
         _heartbeat.remove(task.execution_id)
 
@@ -154,13 +158,13 @@ def _run_handler(task: Task) -> Callable[[], Task | None]:
     """Run the handler; return the call that stores its outcome."""
     limit = service.time_limit(task)
     try:
-        with SoftLimit(limit) if limit and _limits_in_runner else nullcontext():
+        with SoftLimit(limit) if limit and _limits_in_runner else contextlib.nullcontext():
             result = get_task_type(task.task_type).handler(_Context(task), task.payload)
     except PermanentTaskFailure as exc:
         error = str(exc)
         return lambda: transitions.fail(task, error, permanent=True, delay=0)
     except SoftTimeLimitExceeded:
-        connection.close()  # the limit may have cut a query short: store the outcome on a new one
+        _replace_connection()
         error = f"timed out after {limit}s"
         return lambda: transitions.fail(task, error, permanent=False, delay=_delay(task))
     except Exception as exc:
@@ -173,6 +177,17 @@ def _run_handler(task: Task) -> Callable[[], Task | None]:
         error = f"the result cannot be stored: {exc}"
         return lambda: transitions.fail(task, error, permanent=True, delay=0)
     return lambda: transitions.complete(task, result)
+
+
+def _replace_connection() -> None:
+    """Give this thread a new database connection. A time limit strikes wherever the handler
+    happens to be: in the middle of a query, or of Django's own transaction handling, which can
+    leave the connection marked inside a transaction that no longer exists."""
+    old = connections[DEFAULT_DB_ALIAS]
+    if old.connection is not None:
+        with contextlib.suppress(Exception):  # closing is all that is left to do with it
+            old.connection.close()
+    del connections[DEFAULT_DB_ALIAS]  # the next call opens a new one
 
 
 def _store_outcome(task: Task, store: Callable[[], Task | None]) -> Task | None:
@@ -193,7 +208,7 @@ def _store_outcome(task: Task, store: Callable[[], Task | None]) -> Task | None:
             if waiting_since is None:
                 waiting_since = time.monotonic()
                 log.warning("task.outcome_waiting", extra={"task_id": str(task.pk), "error": str(exc)})
-            close_old_connections()
+            _replace_connection()
             time.sleep(OUTCOME_RETRY_SECONDS)
             continue
         if waiting_since is not None:
