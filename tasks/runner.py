@@ -180,9 +180,10 @@ def _run_handler(task: Task) -> Callable[[], Task | None]:
 
 
 def _replace_connection() -> None:
-    """Give this thread a new database connection. A time limit strikes wherever the handler
-    happens to be: in the middle of a query, or of Django's own transaction handling, which can
-    leave the connection marked inside a transaction that no longer exists."""
+    """Give this thread a new database connection, for when the old one may be in a state that
+    no call recovers from: a time limit struck in the middle of a query or of Django's own
+    transaction handling (which can leave it marked inside a transaction that no longer
+    exists), the handler left a transaction open, or storing an outcome failed."""
     old = connections[DEFAULT_DB_ALIAS]
     if old.connection is not None:
         with contextlib.suppress(Exception):  # closing is all that is left to do with it
