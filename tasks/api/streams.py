@@ -89,6 +89,22 @@ class TaskEventsConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json(event)
         await self.close()
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        """A message that is not JSON text is answered with an error and the feed goes on (Channels
+        would end the connection as a server error)."""
+        if text_data is None:
+            await self._refuse("a binary frame: messages are JSON text")
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError as exc:
+            await self._refuse(f"not JSON: {exc}")
+            return
+        await self.receive_json(content, **kwargs)
+
+    async def _refuse(self, message: str) -> None:
+        await self.send_json({"type": "error", **error_body("malformed_json", message)})
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json({"type": "pong"})

@@ -94,3 +94,17 @@ def test_websocket_without_a_token_is_closed_with_4401(api: Any, live_api: str) 
     with websocket(live_api, f"/v1/ws/tasks/{task_id}") as socket, pytest.raises(ConnectionClosedError) as closed:
         socket.recv(10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+def test_websocket_answers_a_message_it_cannot_read_with_an_error_and_stays_open(api: Any, live_api: str) -> None:
+    _token, key = ApiToken.issue("ws")
+    task_id = submit(api, "noop", scheduled_at="2099-01-01T00:00:00Z")  # pending: the feed stays open
+    with websocket(live_api, f"/v1/ws/tasks/{task_id}?token={key}") as socket:
+        assert json.loads(socket.recv(10))["status"] == "pending"
+        socket.send("ping?")
+        socket.send(b"\x00\x01")
+        errors = [json.loads(socket.recv(10)) for _ in range(2)]
+        assert [e["type"] for e in errors] == ["error", "error"], errors
+        assert [e["error"]["code"] for e in errors] == ["malformed_json", "malformed_json"], errors
+        socket.send(json.dumps({"type": "ping"}))
+        assert json.loads(socket.recv(10)) == {"type": "pong"}
