@@ -77,8 +77,8 @@ def ensure_topics(servers: str, partitions: int, topics: Iterable[str] = (WORK_T
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise LegUnavailable(f"kafka: cannot create {topic}: {exc}") from exc
-    found = admin.list_topics(timeout=10).topics
-    fewer = {name: len(found[name].partitions) for name in names if len(found[name].partitions) < partitions}
+    found = {name: len(topic.partitions) for name, topic in admin.list_topics(timeout=10).topics.items()}
+    fewer = {name: found[name] for name in names if name in found and found[name] < partitions}
     if not fewer:
         return
     growth = admin.create_partitions([NewPartitions(topic, partitions) for topic in fewer], operation_timeout=10)
