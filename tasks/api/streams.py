@@ -41,9 +41,10 @@ async def _sse(task_id: str, last_id: int) -> AsyncIterator[str]:
 
 
 def event_id(raw: str) -> int | None:
-    """An event id as a client sends it back, or None: ASCII digits within the id column's range
-    (``str.isdigit`` alone also takes ``²``, which ``int`` refuses)."""
-    if not (raw.isascii() and raw.isdigit()) or int(raw) >= 2**63:
+    """An event id as a client sends it back, or None: ASCII digits within the id column's range.
+    ``str.isdigit`` alone also takes ``²``, and ``int`` refuses both that and more than 4,300
+    digits."""
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or int(raw) >= 2**63:
         return None
     return int(raw)
 
