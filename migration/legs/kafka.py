@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
 
 from helixagent.logging import get_logger
+from migration import envelope
 from migration.legs.base import Empty, Leg, LegUnavailable, message_id
 
 log = get_logger("migration.kafka")
@@ -36,6 +37,8 @@ client_log = get_logger("migration.kafka.client")
 WORK_TOPIC = "helixagent.tasks"
 EVENTS_TOPIC = "helixagent.events.tasks"
 GROUP = "helixagent-group"
+#: the queue of a record without a ``queue`` header.
+DEFAULT_QUEUE = "helixagent.tasks.background"
 COMMIT_INTERVAL = 1.0
 PUBLISH_TIMEOUT = 10.0
 #: most messages taken from the consumer's local queue per wait.
@@ -144,6 +147,7 @@ class KafkaLeg(Leg):
         self._done_lock = threading.Lock()
         self._committed_at = 0.0
         self._membership = MembershipWatch(rejoin_timeout)
+        self._foreign_queues: set[str] = set()  # queues named by records, not consumed here (logged once)
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, queue: str, message: dict[str, Any]) -> None:
@@ -279,15 +283,44 @@ class KafkaLeg(Leg):
                     log.warning("kafka.consume_error", extra={"error": str(error)})
                 continue
             partition, offset, value = record.partition(), record.offset(), record.value()
-            if partition is None or offset is None or value is None:
+            if partition is None or offset is None:
                 continue
-            headers = dict(record.headers() or [])
-            raw = headers.get("queue") or b""
-            queue = (raw.decode() if isinstance(raw, bytes) else raw) or "helixagent.tasks.background"
-            message = json.loads(value)
-            self._buffers.setdefault(queue, deque()).append((message, f"{partition}:{offset}"))
-            self._unfinished.setdefault(partition, set()).add(offset)
             self._next[partition] = max(self._next.get(partition, 0), offset + 1)
+            try:
+                message = envelope.read(value or b"")
+                queue = self._queue_of(record)
+            except envelope.Unreadable as exc:  # never unfinished: the next commit passes over it
+                log.error(
+                    "kafka.unreadable_message",
+                    extra={
+                        "topic": WORK_TOPIC,
+                        "partition": partition,
+                        "offset": offset,
+                        "problem": str(exc),
+                        "sample": envelope.sample(value or b""),
+                    },
+                )
+                continue
+            self._buffers[queue].append((message, f"{partition}:{offset}"))
+            self._unfinished.setdefault(partition, set()).add(offset)
+
+    def _queue_of(self, record: Any) -> str:
+        """The consumed queue a record goes to: the one its ``queue`` header names when this
+        worker consumes it, else the first this worker consumes. Every queue shares the topic and
+        the group hands partitions out regardless of queues, so a record left for another worker
+        would never reach one, and its offset would hold every commit of its partition back."""
+        raw = dict(record.headers() or []).get("queue") or b""
+        try:
+            queue = (raw.decode() if isinstance(raw, bytes) else raw) or DEFAULT_QUEUE
+        except UnicodeDecodeError:
+            raise envelope.Unreadable("its 'queue' header is not UTF-8") from None
+        if queue in self._buffers:
+            return queue
+        consumed = next(iter(self._buffers))
+        if queue not in self._foreign_queues:
+            self._foreign_queues.add(queue)
+            log.warning("kafka.queue_not_consumed", extra={"queue": queue, "runs_from": consumed})
+        return consumed
 
     def ack(self, tag: str) -> None:
         with self._done_lock:

@@ -39,6 +39,7 @@ from kombu.transport import virtual
 from kombu.transport.base import to_rabbitmq_queue_arguments
 
 from helixagent.logging import get_logger
+from migration import envelope
 from migration.pgqueue.bell import Bell, ring_all
 from migration.pgqueue.store import Claimed, QueueStore, Waiter, open_store, open_waiter
 
@@ -151,25 +152,38 @@ class Channel(virtual.Channel):
     # -- the kombu virtual contract ----------------------------------------------------------
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
         buffer = self._buffer.setdefault(queue, deque())
-        if not buffer:
-            room = self.qos.can_consume_max_estimate()
-            limit = self.claim_batch if room is None else min(self.claim_batch, room)
-            if limit <= 0 or self.connection.is_idle(queue):
-                raise Empty()
-            rows = self.store.claim(queue, limit, self.visibility_timeout)
-            if len(rows) < limit:
-                self.connection.mark_idle(queue)
-            if not rows:
-                raise Empty()
-            if queue in self._no_ack:
-                self.store.ack([row[0] for row in rows])
-            buffer.extend(rows)
-        message_id, _priority, payload, deliveries = buffer.popleft()
-        message: dict[str, Any] = json.loads(payload)
-        message["properties"]["delivery_tag"] = f"{message_id}.{deliveries}"
-        if deliveries > 1:
-            message["redelivered"] = True
-        return message
+        while True:
+            if not buffer:
+                buffer.extend(self._claim(queue))
+            message_id, _priority, payload, deliveries = buffer.popleft()
+            try:
+                message = envelope.read(payload)
+            except envelope.Unreadable as exc:
+                log.error(
+                    "pgqueue.unreadable_message",
+                    extra={"queue": queue, "id": message_id, "problem": str(exc), "sample": envelope.sample(payload)},
+                )
+                self.ack_later(message_id)  # delivered again, it would be passed over again
+                continue
+            message["properties"]["delivery_tag"] = f"{message_id}.{deliveries}"
+            if deliveries > 1:
+                message["redelivered"] = True
+            return message
+
+    def _claim(self, queue: str) -> list[Claimed]:
+        """Claim as many rows of ``queue`` as the prefetch window has room for; raises Empty."""
+        room = self.qos.can_consume_max_estimate()
+        limit = self.claim_batch if room is None else min(self.claim_batch, room)
+        if limit <= 0 or self.connection.is_idle(queue):
+            raise Empty()
+        rows = self.store.claim(queue, limit, self.visibility_timeout)
+        if len(rows) < limit:
+            self.connection.mark_idle(queue)
+        if not rows:
+            raise Empty()
+        if queue in self._no_ack:
+            self.store.ack([row[0] for row in rows])
+        return rows
 
     def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
         priority = int(message.get("properties", {}).get("priority") or 0)

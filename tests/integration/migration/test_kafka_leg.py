@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
+from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from migration.legs.base import Empty
-from migration.legs.kafka import KafkaLeg, ensure_topics
+from migration.legs.kafka import GROUP, WORK_TOPIC, KafkaLeg, ensure_topics
 from tests.conftest import kafka_frozen, require_env, wait_for
 
 QUEUE = "helixagent.tasks.background"
+OTHER_QUEUE = "helixagent.tasks.llm"
 WAIT = 20.0
 
 
@@ -63,9 +67,13 @@ def take(leg: KafkaLeg, wanted: set[str], timeout: float = 60.0) -> dict[str, st
     return tags
 
 
+def message(task_id: str) -> dict[str, Any]:
+    return {"body": "{}", "headers": {"id": task_id}, "properties": {}}
+
+
 def publish(leg: KafkaLeg) -> str:
     task_id = str(uuid.uuid4())
-    leg.publish(QUEUE, {"body": "{}", "headers": {"id": task_id}, "properties": {}})
+    leg.publish(QUEUE, message(task_id))
     return task_id
 
 
@@ -93,6 +101,45 @@ def test_a_consumer_outside_its_group_too_long_is_replaced_and_loses_nothing() -
         leg.flush()
     finally:
         leg.close()
+
+
+def test_records_it_cannot_read_are_passed_over_and_a_record_of_another_queue_runs_here(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Garbage on the work topic is logged and committed past; a record for a queue this worker
+    does not consume comes under one it does (no other worker reads this partition)."""
+    servers = require_env("KAFKA_BOOTSTRAP_SERVERS")
+    task_id = str(uuid.uuid4())
+    written: list[tuple[int, int]] = []
+    producer = Producer({"bootstrap.servers": servers})
+    records = [(b"not json", {}), (b"123", {}), (json.dumps(message(task_id)).encode(), {"queue": OTHER_QUEUE})]
+    for value, headers in records:  # one key, so one partition, in this order
+        producer.produce(
+            WORK_TOPIC,
+            key=task_id.encode(),
+            value=value,
+            headers=headers,
+            on_delivery=lambda _error, record: written.append((record.partition(), record.offset())),
+        )
+    assert producer.flush(10) == 0
+    leg = KafkaLeg(servers)
+    try:
+        leg.consume([QUEUE])
+        with caplog.at_level("INFO", logger="helixagent.migration.kafka"):
+            tags = take(leg, {task_id})
+        leg.ack(tags[task_id])
+    finally:
+        leg.close()
+    passed_over = {(r.partition, r.offset) for r in caplog.records if r.getMessage() == "kafka.unreadable_message"}
+    assert set(written[:2]) <= passed_over
+    assert OTHER_QUEUE in {r.queue for r in caplog.records if r.getMessage() == "kafka.queue_not_consumed"}
+    partition, last = written[-1]
+    group = Consumer({"bootstrap.servers": servers, "group.id": GROUP})
+    try:
+        [committed] = group.committed([TopicPartition(WORK_TOPIC, partition)], timeout=10)
+    finally:
+        group.close()
+    assert committed.offset > last, "the commit stopped at a record it could not read"
 
 
 def test_a_topic_with_fewer_partitions_than_configured_gets_more_and_never_fewer(

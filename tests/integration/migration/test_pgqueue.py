@@ -152,6 +152,27 @@ def test_kombu_round_trip_acks_by_deleting_the_row(live_db_url: str, store: Any)
         queue.close()
 
 
+def test_a_row_kombu_cannot_read_is_logged_and_deleted_and_the_next_is_delivered(
+    live_db_url: str, store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with kombu_connection(live_db_url) as conn:
+        queue = conn.SimpleQueue("probe.unreadable")
+        store.put("probe.unreadable", 0, "not json", None)
+        store.put("probe.unreadable", 0, '{"body": "x"}', None)
+        queue.put({"n": 1})
+        with caplog.at_level("ERROR", logger="helixagent.pgqueue"):
+            message = queue.get(timeout=5)
+        assert message.payload == {"n": 1}
+        message.ack()
+        queue.close()
+    reported = [record for record in caplog.records if record.getMessage() == "pgqueue.unreadable_message"]
+    assert [(r.sample, r.problem.split(" (")[0]) for r in reported] == [  # type: ignore[attr-defined]
+        ("not json", "not JSON"),
+        ('{"body": "x"}', "no 'properties' object"),
+    ]
+    assert store.size("probe.unreadable") == 0
+
+
 def test_a_consumer_that_closes_without_ack_returns_its_message(live_db_url: str, store: Any) -> None:
     with kombu_connection(live_db_url) as conn:
         queue = conn.SimpleQueue("probe.restore")
