@@ -10,10 +10,10 @@ idempotent and safe to rerun. Messages leased by a worker (being executed) are l
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,7 +22,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from helixagent.logging import get_logger
-from migration import modes, state
+from migration import envelope, modes, state
 from migration.exceptions import MigrationError
 from migration.legs.base import Leg, LegUnavailable
 from migration.models import MigrationState, QueueMessage
@@ -73,14 +73,14 @@ def migrate_pending(
             leg = open_leg(snapshot.broker)  # its own connection, opened while the count runs
             counted.wait()
             while not stop.is_set():
-                moved = _move_batch(leg, snapshot.broker, size[0])
-                if moved:
+                taken, moved = _move_batch(leg, snapshot.broker, size[0])
+                if taken:
                     with lock:
                         progress.migrated += moved
-                        progress.remaining = max(0, progress.remaining - moved)
+                        progress.remaining = max(0, progress.remaining - taken)
                         if on_batch:
                             on_batch(progress)
-                if moved < size[0]:
+                if taken < size[0]:
                     return  # a short batch took every message no other thread holds
         except LegUnavailable as exc:
             stop.set()
@@ -129,10 +129,9 @@ def even_batch_size(waiting: int, batch_size: int, workers: int) -> int:
 # to the broker and count them. Arrays instead of IN lists: a batch is thousands of ids.
 PG_MOVED = """
 WITH moved AS (
-    DELETE FROM helix_queue_message WHERE id = ANY(%(ids)s) RETURNING message_id
+    DELETE FROM helix_queue_message WHERE id = ANY(%(ids)s)
 ), marked AS (
-    UPDATE helix_task SET migrated_at = %(now)s, published_to = %(broker)s
-    WHERE id IN (SELECT message_id::uuid FROM moved WHERE message_id <> '')
+    UPDATE helix_task SET migrated_at = %(now)s, published_to = %(broker)s WHERE id = ANY(%(tasks)s)
 )
 UPDATE helix_migration_state SET tasks_migrated = tasks_migrated + %(count)s WHERE id = 1
 """
@@ -145,8 +144,10 @@ def _close(leg: Leg) -> None:
         log.debug("migration.migrate_pending_close_failed", exc_info=True)
 
 
-def _move_batch(leg: Leg, broker: str, batch_size: int) -> int:
-    """Move one batch in one transaction; returns how many messages it moved (0: none left)."""
+def _move_batch(leg: Leg, broker: str, batch_size: int) -> tuple[int, int]:
+    """Move one batch in one transaction; returns how many messages it took (0: none left) and
+    how many of them it moved. A message that cannot be read is not published: it goes with the
+    batch, logged, as a consumer passes over it (:mod:`migration.envelope`)."""
     from tasks.models import Task
 
     with transaction.atomic():
@@ -157,16 +158,38 @@ def _move_batch(leg: Leg, broker: str, batch_size: int) -> int:
             .values_list("id", "queue", "payload", "message_id")[:batch_size]
         )
         if not rows:
-            return 0
-        leg.publish_batch((queue, json.loads(payload)) for _id, queue, payload, _mid in rows)  # decoded as sent
+            return 0, 0
+        batch, tasks = [], []
+        for row_id, queue, payload, message_id in rows:
+            try:
+                batch.append((queue, envelope.read(payload)))
+            except envelope.Unreadable as exc:
+                log.error(
+                    "migration.migrate_pending_unreadable",
+                    extra={"queue": queue, "id": row_id, "problem": str(exc), "sample": envelope.sample(payload)},
+                )
+                continue
+            task = _task_uuid(message_id)
+            if task is not None:
+                tasks.append(task)
+        leg.publish_batch(batch)
         ids = [row[0] for row in rows]
         connection = transaction.get_connection()
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute(PG_MOVED, {"ids": ids, "now": timezone.now(), "broker": broker, "count": len(rows)})
+                cursor.execute(
+                    PG_MOVED, {"ids": ids, "tasks": tasks, "now": timezone.now(), "broker": broker, "count": len(batch)}
+                )
         else:
             QueueMessage.objects.filter(id__in=ids).delete()
-            task_ids = [row[3] for row in rows if row[3]]
-            Task.objects.filter(pk__in=task_ids).update(migrated_at=timezone.now(), published_to=broker)
-            MigrationState.objects.filter(pk=1).update(tasks_migrated=F("tasks_migrated") + len(rows))
-    return len(rows)
+            Task.objects.filter(pk__in=tasks).update(migrated_at=timezone.now(), published_to=broker)
+            MigrationState.objects.filter(pk=1).update(tasks_migrated=F("tasks_migrated") + len(batch))
+    return len(rows), len(batch)
+
+
+def _task_uuid(message_id: str) -> uuid.UUID | None:
+    """The task a message names; None for a message of no HelixAgent task (no id, or not a UUID)."""
+    try:
+        return uuid.UUID(message_id) if message_id else None
+    except ValueError:
+        return None

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 
 from migration.models import ModeChange, OutboxMessage, QueueMessage
+from migration.pgqueue.store import PostgresStore
 from tasks.models import Task
 from tasks.routing import ALL_QUEUES
 from tests.conftest import ModeSetting, pg_depth, purge_rabbitmq, rabbitmq_depth, wait_for
@@ -33,6 +34,30 @@ def test_migrate_pending_moves_the_waiting_tasks_and_reports_the_counts(admin_ap
     again = admin_api.post("/admin/migration/migrate-pending")  # idempotent: nothing left to move
     assert again.json() == {"migrated": 0, "failed": 0, "remaining": 0}
     assert rabbitmq_depth() == 40
+    purge_rabbitmq()
+
+
+def test_migrate_pending_moves_a_message_of_no_task_and_drops_one_it_cannot_read(
+    admin_api: Any, switch_mode: Any, live_db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    purge_rabbitmq()
+    switch_mode(ModeSetting("legacy"))
+    submit_many(20)
+    store = PostgresStore(live_db_url)
+    foreign = {"body": "e30=", "headers": {"id": "job-7", "task": "other.app.job"}, "properties": {}}
+    store.put("helixagent.tasks.background", 0, json.dumps(foreign), None, "job-7")
+    store.put("helixagent.tasks.background", 0, "not json", None)
+    store.close()
+    switch_mode(MESSAGING)
+    with caplog.at_level("ERROR", logger="helixagent.migration.migrate_pending"):
+        response = admin_api.post("/admin/migration/migrate-pending")
+    assert response.status_code == 200, response.content
+    assert response.json() == {"migrated": 21, "failed": 0, "remaining": 0}
+    assert [r.sample for r in caplog.records if r.getMessage() == "migration.migrate_pending_unreadable"] == [  # type: ignore[attr-defined]
+        "not json"
+    ]
+    assert pg_depth() == 0 and rabbitmq_depth() == 21
+    assert Task.objects.filter(migrated_at__isnull=False, published_to="rabbitmq").count() == 20
     purge_rabbitmq()
 
 
