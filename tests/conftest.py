@@ -384,6 +384,15 @@ def start_rabbitmq() -> None:
     time.sleep(LEG_RETRY)  # this process's publisher retries the broker after this back-off
 
 
+def restart_postgres(how: str, *args: str) -> None:
+    """``scripts/services.sh restart-postgres [SECONDS]`` or ``crash-postgres``."""
+    from django.db import connection
+
+    result = subprocess.run(["scripts/services.sh", how, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    connection.close()  # this process's connection died with the server
+
+
 @contextmanager
 def frozen(process: str) -> Iterator[None]:
     """The service whose processes match ``process`` (a ``pgrep -f`` pattern) hung for the test

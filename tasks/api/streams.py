@@ -14,9 +14,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 
 from tasks.api.auth import find_token
-from tasks.api.errors import error_body
+from tasks.api.errors import RETRY_AFTER_SECONDS, error_body, unavailable_body
 from tasks.models import Task
-from tasks.streams import feed
+from tasks.streams import DATABASE_ERRORS, feed
+
+#: WebSocket close code 1013, "Try Again Later" (RFC 6455 registry).
+TRY_AGAIN_LATER = 1013
 
 
 def _bearer(header: str) -> str:
@@ -33,11 +36,14 @@ async def _task_exists(task_id: str) -> bool:
 
 
 async def _sse(task_id: str, last_id: int) -> AsyncIterator[str]:
-    async for event in feed(task_id, last_id):
-        if event["type"] == "heartbeat":
-            yield ": heartbeat\n\n"
-        else:
-            yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+    try:
+        async for event in feed(task_id, last_id):
+            if event["type"] == "heartbeat":
+                yield ": heartbeat\n\n"
+            else:
+                yield f"id: {event['id']}\nevent: {event['type']}\ndata: {json.dumps(event)}\n\n"
+    except DATABASE_ERRORS:  # the database stayed away: say so, and when to come back
+        yield f"retry: {RETRY_AFTER_SECONDS * 1000}\nevent: error\ndata: {json.dumps(unavailable_body())}\n\n"
 
 
 def event_id(raw: str) -> int | None:
@@ -69,7 +75,8 @@ class TaskEventsConsumer(AsyncJsonWebsocketConsumer):
 
     The token comes from the ``Authorization`` header or the ``token`` query parameter (browsers
     cannot set headers on a WebSocket). Closes with 4401 without a valid token, 4404 for an
-    unknown task, and normally after the terminal event.
+    unknown task, 1013 after an error message when the database stays unreachable, and normally
+    after the terminal event.
     """
 
     async def connect(self) -> None:
@@ -86,8 +93,13 @@ class TaskEventsConsumer(AsyncJsonWebsocketConsumer):
             self.pump = asyncio.create_task(self._pump())
 
     async def _pump(self) -> None:
-        async for event in feed(self.task_id):
-            await self.send_json(event)
+        try:
+            async for event in feed(self.task_id):
+                await self.send_json(event)
+        except DATABASE_ERRORS:  # the database stayed away
+            await self.send_json({"type": "error", **unavailable_body()})
+            await self.close(code=TRY_AGAIN_LATER)
+            return
         await self.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:

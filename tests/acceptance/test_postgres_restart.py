@@ -8,24 +8,16 @@ A crash loses the WAL that was not yet written: claims, queue leases and acks of
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from tasks.models import Task
-from tests.conftest import FAST_WORKER_ENV, ROOT, ModeSetting, postgres_frozen, purge_rabbitmq, wait_for
+from tests.conftest import FAST_WORKER_ENV, ModeSetting, postgres_frozen, purge_rabbitmq, restart_postgres, wait_for
 from tests.helpers import completed_once, event_path, submit, wait_completed, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def restart_postgres(how: str, *args: str) -> None:
-    result = subprocess.run(["scripts/services.sh", how, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stdout + result.stderr
-    connection.close()  # this process's connection died with the server
 
 
 @pytest.mark.parametrize(

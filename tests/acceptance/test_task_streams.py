@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -12,6 +14,7 @@ from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK
 from websockets.sync.client import ClientConnection, connect
 
 from tasks.models import ApiToken
+from tests.conftest import restart_postgres
 from tests.helpers import submit, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -108,3 +111,33 @@ def test_websocket_answers_a_message_it_cannot_read_with_an_error_and_stays_open
         assert [e["error"]["code"] for e in errors] == ["malformed_json", "malformed_json"], errors
         socket.send(json.dumps({"type": "ping"}))
         assert json.loads(socket.recv(10)) == {"type": "pong"}
+
+
+def test_sse_and_websocket_feeds_wait_out_a_postgresql_restart(api: Any, start_worker: Any, live_api: str) -> None:
+    """Both feeds stay open through a restart of PostgreSQL and end with the terminal event."""
+    _token, key = ApiToken.issue("streams")
+    start_worker()
+    task_id = submit(api, "sleep", {"seconds": 6})
+    wait_status(task_id, "running", timeout=30)
+    got: dict[str, Any] = {}
+
+    def follow_sse() -> None:
+        events = read_sse(f"{live_api}/v1/tasks/{task_id}/events", key)
+        got["sse"] = [e["data"]["status"] for e in events if e["event"] == "transition"]
+
+    def follow_websocket() -> None:
+        received = []
+        with websocket(live_api, f"/v1/ws/tasks/{task_id}?token={key}") as socket, pytest.raises(ConnectionClosedOK):
+            while True:
+                received.append(json.loads(socket.recv(30)))
+        got["websocket"] = [m["status"] for m in received if m["type"] == "transition"]
+
+    readers = [threading.Thread(target=follow_sse), threading.Thread(target=follow_websocket)]
+    for reader in readers:
+        reader.start()
+    time.sleep(1)  # both feeds are open and polling
+    restart_postgres("restart-postgres", "3")
+    for reader in readers:
+        reader.join(60)
+    expected = ["pending", "queued", "running", "completed"]
+    assert got == {"sse": expected, "websocket": expected}
