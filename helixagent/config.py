@@ -7,6 +7,7 @@ the key and what it accepts.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
@@ -112,15 +113,29 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
 }
 
 
+#: how a switch may be written, in the file or the environment.
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Convert ``value`` to the type of ``default`` or raise a ConfigError naming ``key``."""
+    """Convert ``value`` to the type of ``default`` or raise a ConfigError naming ``key``. A switch
+    must read as one of the words above: a misspelt ``AUTO_ROLLBACK=ture`` would otherwise turn
+    the automatic rollback off without a word. Numbers must be finite (``float`` takes ``nan``,
+    which no comparison refuses)."""
     kind = type(default)
+    if kind is bool:
+        word = str(value).strip().lower()
+        if word not in TRUE_WORDS + FALSE_WORDS:
+            raise ConfigError(f"{key}: expected true or false (or 1/0, yes/no, on/off), got {value!r}")
+        return word in TRUE_WORDS
     try:
-        if kind is bool:
-            return str(value).lower() in ("1", "true", "yes", "on")
-        return kind(value)
+        converted = kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}") from None
+    if kind is float and not math.isfinite(converted):
+        raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+    return converted
 
 
 def _section(cls: type, name: str, raw: dict[str, Any]) -> Any:
@@ -150,9 +165,24 @@ def _validate(config: Config) -> None:
         )
     if config.messaging.kafka_partitions < 1:
         raise ConfigError("messaging.kafka_partitions: must be at least 1")
-    if config.queue.visibility_timeout <= 0 or config.queue.claim_batch < 1:
-        raise ConfigError("queue.visibility_timeout and queue.claim_batch: must be positive")
-    if config.tasks.default_timeout < 0:
+    if config.messaging.rabbitmq_heartbeat < 0:
+        raise ConfigError("messaging.rabbitmq_heartbeat: must be 0 (off) or more")
+    q, t = config.queue, config.tasks
+    if q.visibility_timeout <= 0 or q.claim_batch < 1 or q.poll_interval <= 0:
+        raise ConfigError("queue.visibility_timeout, queue.claim_batch and queue.poll_interval: must be positive")
+    if t.heartbeat_interval <= 0 or t.dispatch_interval <= 0:
+        raise ConfigError("tasks.heartbeat_interval and tasks.dispatch_interval: must be positive")
+    if t.stuck_threshold <= t.heartbeat_interval:
+        raise ConfigError(
+            f"tasks.stuck_threshold: must be longer than tasks.heartbeat_interval ({t.heartbeat_interval} s): "
+            "a running task's heartbeat is refreshed once per interval"
+        )
+    if t.default_max_retries < 0 or t.retry_backoff_max < 0 or t.retry_backoff_base < 1:
+        raise ConfigError(
+            "tasks.default_max_retries and tasks.retry_backoff_max: must be 0 or more; "
+            "tasks.retry_backoff_base: must be 1 or more"
+        )
+    if t.default_timeout < 0:
         raise ConfigError("tasks.default_timeout: must be 0 (no limit) or more")
     if config.api.database_pool < 0 or config.api.database_timeout <= 0:
         raise ConfigError("api.database_pool: must be 0 or more; api.database_timeout: must be positive")

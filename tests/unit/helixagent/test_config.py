@@ -57,3 +57,40 @@ def test_a_default_timeout_below_zero_is_refused_and_zero_means_none(tmp_path: P
     assert load_config(tmp_path / "missing.yaml", environ={"HELIX_DEFAULT_TIMEOUT": "0"}).tasks.default_timeout == 0
     with pytest.raises(ConfigError, match=r"tasks\.default_timeout: must be 0 \(no limit\) or more"):
         load_config(tmp_path / "missing.yaml", environ={"HELIX_DEFAULT_TIMEOUT": "-1"})
+
+
+@pytest.mark.parametrize(("word", "expected"), [("true", True), ("On", True), ("1", True), ("no", False), ("0", False)])
+def test_a_switch_reads_the_usual_words(tmp_path: Path, word: str, expected: bool) -> None:
+    assert load_config(tmp_path / "missing.yaml", environ={"AUTO_ROLLBACK": word}).migration.auto_rollback is expected
+    assert load_config(
+        write(tmp_path, f"migration:\n  auto_rollback: {word}\n"), environ={}
+    ).migration.auto_rollback is (expected)
+
+
+def test_a_misspelt_switch_is_refused_rather_than_read_as_off(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"migration\.auto_rollback: expected true or false .* got 'ture'"):
+        load_config(tmp_path / "missing.yaml", environ={"AUTO_ROLLBACK": "ture"})
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigError, match=r"queue\.visibility_timeout: expected a finite number"):
+        load_config(tmp_path / "missing.yaml", environ={"HELIX_VISIBILITY_TIMEOUT": value})
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"HELIX_POLL_INTERVAL": "0"}, "queue.poll_interval"),
+        ({"HELIX_HEARTBEAT_INTERVAL": "-1"}, "tasks.heartbeat_interval"),
+        ({"HELIX_DISPATCH_INTERVAL": "0"}, "tasks.dispatch_interval"),
+        ({"HELIX_STUCK_THRESHOLD": "5", "HELIX_HEARTBEAT_INTERVAL": "5"}, "tasks.stuck_threshold"),
+        ({"HELIX_RETRY_BACKOFF_BASE": "0.5"}, "tasks.retry_backoff_base"),
+        ({"RABBITMQ_HEARTBEAT": "-1"}, "messaging.rabbitmq_heartbeat"),
+    ],
+)
+def test_intervals_and_limits_out_of_range_are_refused_by_name(
+    tmp_path: Path, environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(tmp_path / "missing.yaml", environ=environ)
