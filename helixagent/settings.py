@@ -181,6 +181,8 @@ CELERY_TASK_DEFAULT_QUEUE = "helixagent.tasks.background"
 # SPEC §5 topology: one direct exchange, the five queues bound by their own names.
 CELERY_TASK_QUEUES = [Queue(name, Exchange("helixagent.tasks", type="direct"), routing_key=name) for name in ALL_QUEUES]
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# a message whose body cannot be decoded is dead-lettered, not dropped (helixagent/consumer.py)
+CELERY_WORKER_CONSUMER = "helixagent.consumer:Consumer"
 # Celery's Django fixup closes the database connection around every task unless this is set;
 # the runner instead recycles connections as Django does per request (CONN_MAX_AGE, health checks).
 CELERY_DB_REUSE_MAX = 100_000

@@ -1,5 +1,6 @@
 """Messages a worker cannot read, on the queue it consumes (another producer, a record cut
-short): the worker logs each one, passes over it for good and goes on with its tasks."""
+short): the worker logs each one, passes over it for good (on RabbitMQ: to the dead-letter
+queue) and goes on with its tasks."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from kombu import Connection
 
 from migration.legs.kafka import WORK_TOPIC
 from migration.pgqueue.store import PostgresStore
-from tests.conftest import ModeSetting, require_env
+from tests.conftest import ModeSetting, purge_rabbitmq, require_env, wait_for
 from tests.helpers import completed_once, submit, wait_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -60,3 +62,42 @@ def test_a_worker_passes_over_messages_it_cannot_read_once_and_for_good(
     completed_once(before + after)
     log = second.log_path.read_text()
     assert not [sample for sample in unreadable if sample in log]
+
+
+def dead_lettered() -> list[bytes]:
+    """Take every message out of ``helixagent.dlq``; return their bodies."""
+    bodies = []
+    with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
+        channel = conn.channel()
+        while (message := channel.basic_get("helixagent.dlq", no_ack=True)) is not None:
+            bodies.append(message.body.encode() if isinstance(message.body, str) else message.body)
+    return bodies
+
+
+def test_on_rabbitmq_a_body_celery_cannot_decode_and_an_unknown_task_are_dead_lettered(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
+    setting = ModeSetting("messaging", broker="rabbitmq")
+    purge_rabbitmq()
+    switch_mode(setting)
+    dead_lettered()
+    run = uuid.uuid4().hex
+    undecodable, unknown = f"not json {run}".encode(), json.dumps([[run], {}, {}]).encode()
+    with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
+        producer = conn.Producer()
+        for body, headers in ((undecodable, {}), (unknown, {"id": run, "task": "another.app.job"})):
+            producer.publish(
+                body,
+                exchange="helixagent.tasks",
+                routing_key=QUEUE,
+                content_type="application/json",
+                content_encoding="utf-8",
+                headers=headers,
+            )
+    worker = start_worker("w1", **setting.env)
+    tasks = [submit(api, "noop") for _ in range(5)]
+    wait_completed(tasks, timeout=60)
+    found: list[bytes] = []
+    wait_for(lambda: found.extend(dead_lettered()) or {undecodable, unknown} <= set(found), 30, what="both in the DLQ")
+    log = worker.log_path.read_text()
+    assert "Can't decode message body" in log and "another.app.job" in log
