@@ -53,12 +53,15 @@ def publish_frames(
     routing_key: str,
     body: bytes,
     properties: Mapping[str, Any],
+    mandatory: bool = False,
 ) -> bytes:
-    """The frames of one ``Basic.Publish`` (mandatory and immediate off) carrying ``body``.
+    """The frames of one ``Basic.Publish`` (immediate off) carrying ``body``.
 
     ``properties`` uses py-amqp's names (``content_type``, ``application_headers``,
-    ``delivery_mode``, …); a property that is None is left out, as py-amqp does."""
-    method = b"".join((_PUBLISH.pack(60, 40, 0), _short_string(exchange), _short_string(routing_key), b"\x00"))
+    ``delivery_mode``, …); a property that is None is left out, as py-amqp does. A ``mandatory``
+    publish that no queue takes comes back (``Basic.Return``) instead of being dropped."""
+    bits = b"\x01" if mandatory else b"\x00"
+    method = b"".join((_PUBLISH.pack(60, 40, 0), _short_string(exchange), _short_string(routing_key), bits))
     flags, values = 0, []
     for position, (name, kind) in enumerate(_PROPERTIES):
         value = properties.get(name)

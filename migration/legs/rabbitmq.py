@@ -75,6 +75,7 @@ class RabbitMQLeg(Leg):
             self.channel.confirm_select()
             self.channel.events["basic_ack"].add(self._confirmed)
             self.channel.events["basic_nack"].add(self._refused)
+            self.channel.events["basic_return"].add(self._returned_unrouted)
         except Exception as exc:
             self.conn.release()
             raise LegUnavailable(f"rabbitmq: {exc}") from exc
@@ -82,6 +83,7 @@ class RabbitMQLeg(Leg):
         self._unconfirmed: set[int] = set()
         self._confirmed_below = 1  # a ``multiple`` confirm has covered every lower sequence number
         self._nacked = False
+        self._unrouted: list[str] = []  # routing keys of publishes no queue took (Basic.Return)
         self._buffers: dict[str, deque[amqp.Message]] = {}
         self._consuming: set[str] = set()
         self._done: list[tuple[str, int]] = []  # (action, delivery tag) from any thread
@@ -138,9 +140,12 @@ class RabbitMQLeg(Leg):
             raise LegUnavailable(f"rabbitmq: {exc}") from exc
         finally:
             nacked, self._nacked = self._nacked, False
+            unrouted, self._unrouted = self._unrouted, []
             self._unconfirmed.clear()
         if nacked:
             raise LegUnavailable("rabbitmq: the broker refused (nacked) a publish")
+        if unrouted:  # a task queue was deleted: a new leg declares the topology again
+            raise LegUnavailable(f"rabbitmq: no queue took {len(unrouted)} publish(es) to {sorted(set(unrouted))}")
 
     def _write(self, frames: list[bytes]) -> None:
         """Send encoded publishes in one write and number them as the channel does (from 1)."""
@@ -163,6 +168,11 @@ class RabbitMQLeg(Leg):
     def _on_unblocked(self) -> None:
         self.blocked = ""
 
+    def _returned_unrouted(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
+        """A mandatory publish that no queue took. RabbitMQ would confirm it all the same and drop
+        it, and its task would wait ``queued`` for good; the return comes before the confirm."""
+        self._unrouted.append(routing_key)
+
     def _refused(self, tag: int, multiple: bool) -> None:
         self._nacked = True
         self._confirmed(tag, multiple)
@@ -180,7 +190,9 @@ class RabbitMQLeg(Leg):
             "reply_to": props.get("reply_to"),
             "message_id": message_id(message),
         }
-        return publish_frames(self.channel.channel_id, frame_max, TASK_EXCHANGE, queue, raw_body(message), properties)
+        return publish_frames(
+            self.channel.channel_id, frame_max, TASK_EXCHANGE, queue, raw_body(message), properties, mandatory=True
+        )
 
     def consume(self, queues: Iterable[str]) -> None:
         new = [queue for queue in queues if queue not in self._consuming]

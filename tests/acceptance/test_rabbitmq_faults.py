@@ -2,7 +2,7 @@
 themselves, the messages the worker held unacknowledged come back (the claim skips those already
 run), and every task completes once. In dual_write the verifier finds nothing amiss. A memory
 alarm that blocks publishers sends new copies to PostgreSQL until it clears, and so does a hung
-broker."""
+broker. A deleted task queue is declared again, and no publish is lost meanwhile."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from kombu import Connection
 
 from migration import migrate_pending
 from migration.models import Discrepancy
@@ -27,6 +28,7 @@ from tests.conftest import (
     purge_rabbitmq,
     rabbitmq_depth,
     rabbitmq_frozen,
+    require_env,
     start_rabbitmq,
     stop_rabbitmq,
     wait_for,
@@ -187,3 +189,21 @@ def test_messages_held_by_a_frozen_worker_run_on_another_worker(api: Any, start_
     finally:
         first.kill()
     completed_once([str(pk) for pk in held])
+
+
+def test_tasks_submitted_after_their_queue_was_deleted_all_complete_once(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
+    """An operator deletes a task queue under a running worker. RabbitMQ would confirm a publish
+    that no queue takes and drop it, leaving its task queued for good: the publish is mandatory,
+    comes back, and the publisher declares the topology again and publishes once more."""
+    setting = ModeSetting("messaging", broker="rabbitmq")
+    purge_rabbitmq()
+    switch_mode(setting)
+    start_worker("w1", **setting.env)
+    wait_completed([submit(api, "noop")], timeout=30)
+    with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
+        conn.channel().queue_delete("helixagent.tasks.background")
+    later = [submit(api, "noop") for _ in range(20)]
+    wait_completed(later, timeout=60)
+    completed_once(later)

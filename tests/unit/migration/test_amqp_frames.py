@@ -15,7 +15,9 @@ from migration.legs.amqp_frames import publish_frames
 FRAME_MAX = 4096
 
 
-def py_amqp_frames(body: bytes, properties: dict[str, Any], exchange: str, routing_key: str) -> bytes:
+def py_amqp_frames(
+    body: bytes, properties: dict[str, Any], exchange: str, routing_key: str, mandatory: bool = False
+) -> bytes:
     """What py-amqp's frame writer sends for ``basic_publish`` on channel 3."""
     written: list[bytes] = []
 
@@ -28,7 +30,7 @@ def py_amqp_frames(body: bytes, properties: dict[str, Any], exchange: str, routi
             written.append(bytes(data))
 
     write = frame_writer(Connection(), Transport())
-    args = dumps("Bssbb", (0, exchange, routing_key, False, False))
+    args = dumps("Bssbb", (0, exchange, routing_key, mandatory, False))
     write(1, 3, spec.Basic.Publish, args, amqp.Message(body, **properties))
     return b"".join(written)
 
@@ -68,6 +70,12 @@ CELERY_LIKE = {
 def test_publish_frames_match_py_amqp(body: bytes, properties: dict[str, Any]) -> None:
     ours = publish_frames(3, FRAME_MAX, "helixagent.tasks", "helixagent.tasks.llm", body, properties)
     assert ours == py_amqp_frames(body, properties, "helixagent.tasks", "helixagent.tasks.llm")
+
+
+def test_a_mandatory_publish_sets_the_bit_py_amqp_sets() -> None:
+    ours = publish_frames(3, FRAME_MAX, "helixagent.tasks", "helixagent.tasks.llm", b"{}", CELERY_LIKE, mandatory=True)
+    assert ours == py_amqp_frames(b"{}", CELERY_LIKE, "helixagent.tasks", "helixagent.tasks.llm", mandatory=True)
+    assert ours != publish_frames(3, FRAME_MAX, "helixagent.tasks", "helixagent.tasks.llm", b"{}", CELERY_LIKE)
 
 
 def test_a_header_value_without_an_amqp_type_is_refused() -> None:
