@@ -74,7 +74,7 @@ def dead_lettered() -> list[bytes]:
     return bodies
 
 
-def test_on_rabbitmq_a_body_celery_cannot_decode_and_an_unknown_task_are_dead_lettered(
+def test_on_rabbitmq_an_undecodable_body_an_unknown_task_and_a_task_without_a_task_id_are_dead_lettered(
     api: Any, start_worker: Any, switch_mode: Any
 ) -> None:
     setting = ModeSetting("messaging", broker="rabbitmq")
@@ -83,9 +83,15 @@ def test_on_rabbitmq_a_body_celery_cannot_decode_and_an_unknown_task_are_dead_le
     dead_lettered()
     run = uuid.uuid4().hex
     undecodable, unknown = f"not json {run}".encode(), json.dumps([[run], {}, {}]).encode()
+    no_task_id = json.dumps([[f"job-{run}"], {}, {}]).encode()
+    messages = [
+        (undecodable, {}),
+        (unknown, {"id": run, "task": "another.app.job"}),
+        (no_task_id, {"id": run, "task": "helixagent.run_task"}),
+    ]
     with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
         producer = conn.Producer()
-        for body, headers in ((undecodable, {}), (unknown, {"id": run, "task": "another.app.job"})):
+        for body, headers in messages:
             producer.publish(
                 body,
                 exchange="helixagent.tasks",
@@ -98,6 +104,6 @@ def test_on_rabbitmq_a_body_celery_cannot_decode_and_an_unknown_task_are_dead_le
     tasks = [submit(api, "noop") for _ in range(5)]
     wait_completed(tasks, timeout=60)
     found: list[bytes] = []
-    wait_for(lambda: found.extend(dead_lettered()) or {undecodable, unknown} <= set(found), 30, what="both in the DLQ")
+    wait_for(lambda: found.extend(dead_lettered()) or {body for body, _ in messages} <= set(found), 30, what="DLQ")
     log = worker.log_path.read_text()
-    assert "Can't decode message body" in log and "another.app.job" in log
+    assert "Can't decode message body" in log and "another.app.job" in log and "task.invalid_message" in log
