@@ -47,7 +47,10 @@ def problem(task_type: str, payload: Any, headers: Mapping[str, Any]) -> str:
 
 
 def record(kind: str, task_id: str, leg: str, detail: str = "") -> bool:
-    """Store and log one discrepancy; False when this one was already recorded."""
+    """Store and log one discrepancy; False when this one was already recorded. A copy names its
+    own task id; one longer than the column (another producer's) is stored cut to fit: refused,
+    it would send the copy back to its queue and the check would fail on it again and again."""
+    task_id = task_id[: Discrepancy._meta.get_field("task_id").max_length]
     try:
         with transaction.atomic():
             Discrepancy.objects.create(kind=kind, task_id=task_id, leg=leg, detail=detail)

@@ -58,3 +58,9 @@ def test_a_lost_runner_copy_is_the_one_the_split_chose_when_the_task_was_publish
 
     found = list(Discrepancy.objects.values_list("kind", "task_id", "leg"))
     assert found == [("missing_copy", str(task.pk), "rabbitmq")]
+
+
+def test_a_copy_naming_an_id_longer_than_the_column_is_recorded_cut_to_fit() -> None:
+    assert verifier.record("orphan_copy", "x" * 300, "rabbitmq", "a shadow copy without a task row")
+    assert list(Discrepancy.objects.values_list("task_id", flat=True)) == ["x" * 64]
+    assert not verifier.record("orphan_copy", "x" * 300, "rabbitmq")  # the same one, once
