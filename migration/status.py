@@ -17,14 +17,16 @@ log = get_logger("migration.status")
 
 
 def broker_depths(broker: str) -> dict[str, int]:
-    """Ready messages per task queue on ``broker`` (Kafka: the group's lag on the work topic)."""
+    """Ready messages per task queue on ``broker`` (Kafka: the group's lag on the work topic),
+    and on RabbitMQ in its dead-letter queue: messages no worker could process wait there."""
+    from migration.legs.rabbitmq import DLQ
     from migration.router import open_leg
 
     leg = open_leg(broker)
     try:
         if broker == modes.KAFKA:
             return {"helixagent.tasks": leg.depth("helixagent.tasks")}
-        return {queue: leg.depth(queue) for queue in ALL_QUEUES}
+        return {queue: leg.depth(queue) for queue in (*ALL_QUEUES, DLQ)}
     finally:
         leg.close()
 

@@ -293,16 +293,17 @@ def apply_mode(setting: ModeSetting) -> None:
 
 
 def purge_rabbitmq() -> None:
-    """Drop what earlier tests left in the RabbitMQ task queues (their rows are gone)."""
+    """Drop what earlier tests left in the RabbitMQ task queues (their rows are gone) and in the
+    dead-letter queue."""
     from kombu import Connection
 
-    from migration.legs.rabbitmq import RabbitMQLeg
+    from migration.legs.rabbitmq import DLQ, RabbitMQLeg
     from tasks.routing import ALL_QUEUES
 
     with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
         channel = conn.channel()
         RabbitMQLeg.declare_topology(channel)
-        for queue in ALL_QUEUES:
+        for queue in (*ALL_QUEUES, DLQ):
             channel.queue_purge(queue)
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kombu import Connection
 
 from helixagent.config import load_config
 from migration import state
 from migration.exceptions import InvalidValue, MigrationError
 from migration.models import MigrationState, ModeChange
+from tests.conftest import purge_rabbitmq, require_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,6 +71,15 @@ def test_the_admin_api_needs_an_admin_and_records_who_changed_what(api: Any, adm
     assert bad.status_code == 400 and "rabbitmq_percent" in bad.json()["error"]["message"]
     refused = admin_api.post("/admin/migration/mode", {"mode": "messaging"}, format="json")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "invalid_transition"
+
+
+def test_the_status_counts_what_waits_in_the_dead_letter_queue(admin_api: Any) -> None:
+    purge_rabbitmq()
+    with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
+        conn.Producer().publish(b"not json", exchange="helixagent.dlx", routing_key="")
+    depths = admin_api.get("/admin/migration/status").json()["queue_depths"]
+    assert depths["rabbitmq"]["helixagent.dlq"] == 1
+    purge_rabbitmq()
 
 
 def test_the_staff_session_opens_the_admin_api(admin_client: Any) -> None:
