@@ -6,7 +6,8 @@ kombu and Celery read the form without checking it, and an error there stops the
 consumer for good (Celery calls it unrecoverable); the worker restarts, reads the same message
 and stops again. So a consumer reads each message through :func:`read` and passes over one it
 cannot use, logging what it was. A message in the right form whose *body* is not a task is
-Celery's to judge: it logs and drops an undecodable body and rejects an unknown task.
+Celery's to judge: it logs an undecodable body or an unknown task, and the worker rejects both
+(dead-lettered on RabbitMQ). :func:`task_id` tells a task id from anything else a message names.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
 from typing import Any
 
 #: characters of an unreadable message kept in the line that reports it.
@@ -60,3 +62,12 @@ def sample(raw: bytes | str) -> str:
     """The start of an unreadable message, printable, for the line that reports it."""
     text = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else raw
     return text[:SAMPLE_CHARS] + ("…" if len(text) > SAMPLE_CHARS else "")
+
+
+def task_id(value: Any) -> uuid.UUID | None:
+    """The task id ``value`` names (a UUID, in any of its spellings), or None when it names none:
+    another producer's message, which no task row can match and no query may be given."""
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -169,7 +168,7 @@ def _move_batch(leg: Leg, broker: str, batch_size: int) -> tuple[int, int]:
                     extra={"queue": queue, "id": row_id, "problem": str(exc), "sample": envelope.sample(payload)},
                 )
                 continue
-            task = _task_uuid(message_id)
+            task = envelope.task_id(message_id)
             if task is not None:
                 tasks.append(task)
         leg.publish_batch(batch)
@@ -185,11 +184,3 @@ def _move_batch(leg: Leg, broker: str, batch_size: int) -> tuple[int, int]:
             Task.objects.filter(pk__in=tasks).update(migrated_at=timezone.now(), published_to=broker)
             MigrationState.objects.filter(pk=1).update(tasks_migrated=F("tasks_migrated") + len(batch))
     return len(rows), len(batch)
-
-
-def _task_uuid(message_id: str) -> uuid.UUID | None:
-    """The task a message names; None for a message of no HelixAgent task (no id, or not a UUID)."""
-    try:
-        return uuid.UUID(message_id) if message_id else None
-    except ValueError:
-        return None

@@ -22,14 +22,13 @@ from __future__ import annotations
 import functools
 import json
 import time
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from kombu.transport import virtual
 
 from helixagent.config import get_config
 from helixagent.logging import get_logger
-from migration import modes
+from migration import envelope, modes
 from migration.legs.base import Empty, Leg, LegUnavailable
 from migration.legs.postgresql import PostgresLeg
 from migration.pgqueue import transport as pgqueue
@@ -63,10 +62,8 @@ def is_task_queue(queue: str) -> bool:
 
 def _task_id(message: dict[str, Any]) -> str | None:
     """The task id a copy names, in canonical form; None when it is not a UUID at all."""
-    try:
-        return str(uuid.UUID(str((message.get("headers") or {}).get("id"))))
-    except ValueError:
-        return None
+    found = envelope.task_id((message.get("headers") or {}).get("id"))
+    return str(found) if found else None
 
 
 def leg_tag(leg: str, generation: int, tag: str) -> str:

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from helixagent.config import get_config
 from helixagent.logging import Outage, get_logger
-from migration import guard, modes, outbox, stranded, verifier
+from migration import envelope, guard, modes, outbox, stranded, verifier
 from migration.pgqueue import transport as pgqueue
 from tasks import jsonvalue, service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
@@ -253,8 +253,9 @@ def run_task(self: Any, task_id: str) -> str:
     to the queue rather than acknowledged, so the task is not lost; a claim it may have made is
     recovered as stuck. Once the handler has run, its outcome waits for the database instead.
     """
-    if not _is_task_id(task_id):  # no HelixAgent producer wrote this message
+    if envelope.task_id(task_id) is None:  # no HelixAgent producer wrote this message:
         log.error("task.invalid_message", extra={"task_id": repr(task_id)[:200], "message_id": self.request.id})
+        # its claim's query would raise, and Celery would acknowledge it as a failed task
         raise Reject(f"not a task id: {task_id!r:.200}", requeue=False)  # dead-lettered where the broker can
     close_old_connections()  # as at the start of a request: drop broken or expired connections
     worker_id = f"{self.request.hostname}:{os.getpid()}"
@@ -273,16 +274,6 @@ def run_task(self: Any, task_id: str) -> str:
         time.sleep(1.0)  # do not spin through the queue while the database is away
         raise Reject(str(exc), requeue=True) from None  # Celery logs it: the line above says why
     return outcome.status if outcome else "superseded"
-
-
-def _is_task_id(value: Any) -> bool:
-    """Whether a message's argument is a task id (a UUID) at all. Anything else made the claim's
-    query raise, and Celery acknowledged the message as a failed task: on RabbitMQ it was gone."""
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
 
 
 _stale_watch = StaleWatch()

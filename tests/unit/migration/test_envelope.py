@@ -65,3 +65,15 @@ def test_anything_else_is_refused_with_what_is_wrong(raw: str | bytes, problem: 
 def test_a_sample_is_printable_and_short() -> None:
     assert envelope.sample(b"\xff ok") == "\\xff ok"
     assert envelope.sample("x" * 1000) == "x" * envelope.SAMPLE_CHARS + "…"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("3ddf8362-3822-4259-88be-b8d48c7a1dea", True), ("3DDF83623822425988BEB8D48C7A1DEA", True)]
+    + [(value, False) for value in ("job-7", "", None, 12, ["3ddf8362-3822-4259-88be-b8d48c7a1dea"])],
+)
+def test_only_a_uuid_is_a_task_id(value: object, expected: bool) -> None:
+    found = envelope.task_id(value)
+    assert (found is not None) is expected
+    if found is not None:
+        assert str(found) == "3ddf8362-3822-4259-88be-b8d48c7a1dea"

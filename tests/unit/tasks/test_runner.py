@@ -55,12 +55,3 @@ def test_a_progress_report_the_database_cannot_take_is_dropped_and_said_once(
         for percent in (10, 20, 30):
             context.progress(percent)  # does not raise into the handler
     assert [r.getMessage() for r in caplog.records] == ["task.progress_unsaved"]
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [("3ddf8362-3822-4259-88be-b8d48c7a1dea", True), ("3DDF83623822425988BEB8D48C7A1DEA", True)]
-    + [(value, False) for value in ("not-a-uuid", "", None, 12, ["3ddf8362-3822-4259-88be-b8d48c7a1dea"])],
-)
-def test_only_a_uuid_is_a_task_id(value: object, expected: bool) -> None:
-    assert runner._is_task_id(value) is expected
