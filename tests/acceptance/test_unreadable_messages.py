@@ -78,9 +78,8 @@ def test_on_rabbitmq_an_undecodable_body_an_unknown_task_and_a_task_without_a_ta
     api: Any, start_worker: Any, switch_mode: Any
 ) -> None:
     setting = ModeSetting("messaging", broker="rabbitmq")
-    purge_rabbitmq()
+    purge_rabbitmq()  # the dead-letter queue too
     switch_mode(setting)
-    dead_lettered()
     run = uuid.uuid4().hex
     undecodable, unknown = f"not json {run}".encode(), json.dumps([[run], {}, {}]).encode()
     no_task_id = json.dumps([[f"job-{run}"], {}, {}]).encode()
