@@ -47,6 +47,7 @@ class MessagingConfig:
     rabbitmq_heartbeat: float = 30.0
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_partitions: int = 8
+    lost_copy_interval: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "RABBITMQ_URL": ("messaging", "rabbitmq_url"),
     "RABBITMQ_HEARTBEAT": ("messaging", "rabbitmq_heartbeat"),
     "KAFKA_BOOTSTRAP_SERVERS": ("messaging", "kafka_bootstrap_servers"),
+    "HELIX_LOST_COPY_INTERVAL": ("messaging", "lost_copy_interval"),
     "HELIX_VISIBILITY_TIMEOUT": ("queue", "visibility_timeout"),
     "HELIX_POLL_INTERVAL": ("queue", "poll_interval"),
     "HELIX_STUCK_THRESHOLD": ("tasks", "stuck_threshold"),
@@ -167,6 +169,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("messaging.kafka_partitions: must be at least 1")
     if config.messaging.rabbitmq_heartbeat < 0:
         raise ConfigError("messaging.rabbitmq_heartbeat: must be 0 (off) or more")
+    if config.messaging.lost_copy_interval <= 0:
+        raise ConfigError("messaging.lost_copy_interval: must be positive")
     q, t = config.queue, config.tasks
     if q.visibility_timeout <= 0 or q.claim_batch < 1 or q.poll_interval <= 0:
         raise ConfigError("queue.visibility_timeout, queue.claim_batch and queue.poll_interval: must be positive")

@@ -16,9 +16,10 @@ from tasks.routing import ALL_QUEUES
 log = get_logger("migration.status")
 
 
-def broker_depths(broker: str) -> dict[str, int]:
+def broker_depths(broker: str, dead_letters: bool = True) -> dict[str, int]:
     """Ready messages per task queue on ``broker`` (Kafka: the group's lag on the work topic),
-    and on RabbitMQ in its dead-letter queue: messages no worker could process wait there."""
+    and on RabbitMQ, unless ``dead_letters`` is false, in its dead-letter queue: messages no
+    worker could process wait there."""
     from migration.legs.rabbitmq import DLQ
     from migration.router import open_leg
 
@@ -26,7 +27,7 @@ def broker_depths(broker: str) -> dict[str, int]:
     try:
         if broker == modes.KAFKA:
             return {"helixagent.tasks": leg.depth("helixagent.tasks")}
-        return {queue: leg.depth(queue) for queue in (*ALL_QUEUES, DLQ)}
+        return {queue: leg.depth(queue) for queue in (*ALL_QUEUES, DLQ) if dead_letters or queue != DLQ}
     finally:
         leg.close()
 

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from helixagent.config import get_config
 from helixagent.logging import Outage, get_logger
-from migration import envelope, guard, modes, outbox, stranded, verifier
+from migration import envelope, guard, lost, modes, outbox, stranded, verifier
 from migration.pgqueue import transport as pgqueue
 from tasks import jsonvalue, service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
@@ -332,12 +332,30 @@ def _maintenance_loop(stop: threading.Event) -> None:
                 close_old_connections()
 
 
+def _lost_copy_loop(stop: threading.Event) -> None:
+    """Every ``messaging.lost_copy_interval``: copy to PostgreSQL the tasks whose broker copy was
+    lost (:mod:`migration.lost`). A thread of its own, because reading a broker that does not
+    answer takes seconds, which would hold back stuck recovery and the rollback guard. It lets
+    go of its database connection between turns; the maintenance loop logs database outages."""
+    every = get_config().messaging.lost_copy_interval
+    while not stop.wait(every):
+        try:
+            lost.reenqueue()
+        except DATABASE_ERRORS:
+            pass
+        except Exception:
+            log.warning("task.maintenance_failed", extra={"step": "lost.reenqueue"}, exc_info=True)
+        finally:
+            connections[DEFAULT_DB_ALIAS].close()
+
+
 _stop_maintenance = threading.Event()
 
 
 @worker_ready.connect
 def _start_maintenance(**_: Any) -> None:
     threading.Thread(target=_maintenance_loop, args=(_stop_maintenance,), name="helix-maintenance", daemon=True).start()
+    threading.Thread(target=_lost_copy_loop, args=(_stop_maintenance,), name="helix-lost-copies", daemon=True).start()
 
 
 @worker_shutting_down.connect

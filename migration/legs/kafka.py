@@ -368,7 +368,9 @@ class KafkaLeg(Leg):
                 log.warning("kafka.commit_failed", extra={"error": str(exc)})
 
     def depth(self, queue: str) -> int:
-        """Consumer lag of the group on the work topic (all queues share it)."""
+        """Consumer lag of the group on the work topic (all queues share it). A partition whose
+        committed offset lies past its end (the topic was deleted and made again) counts as 0:
+        the group holds nothing of it to read."""
         consumer = Consumer({"bootstrap.servers": self.servers, "group.id": GROUP, "logger": client_log})
         try:
             metadata = consumer.list_topics(WORK_TOPIC, timeout=5).topics[WORK_TOPIC]
@@ -376,7 +378,7 @@ class KafkaLeg(Leg):
             lag = 0
             for committed in consumer.committed(parts, timeout=5):
                 _low, high = consumer.get_watermark_offsets(committed, timeout=5)
-                lag += high - max(committed.offset, _low) if committed.offset >= 0 else high - _low
+                lag += max(0, high - max(committed.offset, _low)) if committed.offset >= 0 else high - _low
             return lag
         finally:
             consumer.close()

@@ -1,6 +1,6 @@
 """Kafka restarts and hangs in messaging mode: the worker and the submitting process reconnect
 by themselves after a restart, a rollback reaches the worker while Kafka hangs, nothing is lost,
-and every task completes once."""
+and every task completes once. So does a work topic deleted with tasks in it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,12 @@ import time
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
+from migration.legs.kafka import WORK_TOPIC
+from migration.models import OutboxMessage
 from tasks.models import Task
-from tests.conftest import ROOT, ModeSetting, kafka_frozen, wait_for
+from tests.conftest import ROOT, ModeSetting, kafka_frozen, require_env, wait_for
 from tests.helpers import completed_once, submit, wait_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -84,3 +87,26 @@ def test_a_worker_stopped_while_kafka_hangs_exits_and_its_tasks_run_on_the_next(
     start_worker("w2", **setting.env)
     wait_completed(ids, timeout=120)
     completed_once(ids)
+
+
+def test_tasks_whose_work_topic_was_deleted_before_a_worker_read_them_complete_once(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
+    """The deletion takes the only copies of ten waiting tasks: the worker finds the group's lag
+    at zero while they wait, and gives each a PostgreSQL copy."""
+    setting = ModeSetting("messaging", broker="kafka")
+    switch_mode(setting)
+    waited = [submit(api, "noop") for _ in range(10)]
+    wait_for(lambda: not OutboxMessage.objects.exists(), 30, what="the copies published")
+    delete_work_topic()
+    worker = start_worker("w1", HELIX_LOST_COPY_INTERVAL="1", **setting.env)
+    wait_completed(waited, timeout=60)
+    completed_once(waited)
+    assert set(Task.objects.filter(pk__in=waited).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    assert "migration.lost_copies_reenqueued" in worker.log_path.read_text()
+
+
+def delete_work_topic() -> None:
+    admin = AdminClient({"bootstrap.servers": require_env("KAFKA_BOOTSTRAP_SERVERS")})
+    for future in admin.delete_topics([WORK_TOPIC], operation_timeout=10).values():
+        future.result(15)

@@ -2,7 +2,8 @@
 themselves, the messages the worker held unacknowledged come back (the claim skips those already
 run), and every task completes once. In dual_write the verifier finds nothing amiss. A memory
 alarm that blocks publishers sends new copies to PostgreSQL until it clears, and so does a hung
-broker. A deleted task queue is declared again, and no publish is lost meanwhile."""
+broker. A deleted task queue is declared again, and no publish is lost meanwhile; the tasks whose
+copies a purge dropped run from PostgreSQL."""
 
 from __future__ import annotations
 
@@ -207,3 +208,19 @@ def test_tasks_submitted_after_their_queue_was_deleted_all_complete_once(
     later = [submit(api, "noop") for _ in range(20)]
     wait_completed(later, timeout=60)
     completed_once(later)
+
+
+def test_tasks_whose_queue_was_purged_complete_once(api: Any, start_worker: Any, switch_mode: Any) -> None:
+    """A purge drops the only copies of ten waiting tasks without a word: the worker finds their
+    queue empty while they wait, and gives each a PostgreSQL copy."""
+    setting = ModeSetting("messaging", broker="rabbitmq")
+    purge_rabbitmq()
+    switch_mode(setting)
+    waited = [submit(api, "noop") for _ in range(10)]
+    wait_for(lambda: rabbitmq_depth() == len(waited), 30, what="the copies in RabbitMQ")
+    purge_rabbitmq()
+    worker = start_worker("w1", HELIX_LOST_COPY_INTERVAL="1", **setting.env)
+    wait_completed(waited, timeout=60)
+    completed_once(waited)
+    assert set(Task.objects.filter(pk__in=waited).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    assert "migration.lost_copies_reenqueued" in worker.log_path.read_text()

@@ -87,6 +87,7 @@ def test_a_number_that_is_not_finite_is_refused(tmp_path: Path, value: str) -> N
         ({"HELIX_STUCK_THRESHOLD": "5", "HELIX_HEARTBEAT_INTERVAL": "5"}, "tasks.stuck_threshold"),
         ({"HELIX_RETRY_BACKOFF_BASE": "0.5"}, "tasks.retry_backoff_base"),
         ({"RABBITMQ_HEARTBEAT": "-1"}, "messaging.rabbitmq_heartbeat"),
+        ({"HELIX_LOST_COPY_INTERVAL": "0"}, "messaging.lost_copy_interval"),
     ],
 )
 def test_intervals_and_limits_out_of_range_are_refused_by_name(

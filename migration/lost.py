@@ -1,0 +1,127 @@
+"""Waiting tasks whose only copy a broker lost, and the PostgreSQL copy that saves each of them.
+
+A broker can drop a message it had confirmed: an operator purges or deletes a RabbitMQ queue,
+deletes the Kafka work topic, or a broker's data is replaced. In ``messaging`` mode that copy was
+the task's only one, and the task would wait as ``queued`` for ever.
+
+No broker tells which messages it holds, but a depth of zero tells that it holds none. So every
+few seconds a worker reads the depth of each queue of the current mode's broker (Kafka: the
+group's lag, so a message fetched but not finished still counts). A task published to that
+queue before a moment its queue was seen empty, and still ``queued`` one look later, has lost its
+copy, or a worker holds the copy without claiming it (a prefetched message behind a long task).
+Either way it gets a PostgreSQL copy, which every mode consumes; the claim runs it once.
+
+``dual_write`` keeps two copies and its verifier reports a missing one; only tasks whose
+``published_to`` names the broker alone are looked at here.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from datetime import datetime
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from helixagent.logging import get_logger
+from migration import modes, state
+from migration.models import OutboxMessage, QueueMessage
+
+log = get_logger("migration.lost")
+BATCH = 500
+#: PostgreSQL advisory lock held while a batch is found and copied, so two workers do not both
+#: copy the same task (the second finds the first one's copies once it gets the lock).
+LOCK_KEY = zlib.crc32(b"helixagent.migration.lost")
+#: the one queue name Kafka's depth is read under: every queue shares the work topic.
+KAFKA_ALL_QUEUES = "*"
+
+
+class Sightings:
+    """When each broker queue was last seen empty, as this process looked."""
+
+    def __init__(self) -> None:
+        self._empty_at: dict[tuple[str, str], datetime] = {}
+
+    def look(self, broker: str, queue: str, depth: int, now: datetime) -> datetime | None:
+        """Record a depth just read; return the previous look's time if it found the queue empty."""
+        key = (broker, queue)
+        before = self._empty_at.pop(key, None)
+        if depth <= 0:
+            self._empty_at[key] = now
+        return before
+
+    def forget(self, broker: str) -> None:
+        """A broker not read or no longer consumed: what was seen of it says nothing of later."""
+        for key in [key for key in self._empty_at if key[0] == broker]:
+            del self._empty_at[key]
+
+
+_sightings = Sightings()
+
+
+def reenqueue() -> int:
+    """Look at the depths of the current broker; give each task that lost its copy a PostgreSQL
+    copy. Returns how many were given one. A broker that does not answer is skipped: its outage
+    is logged where it is used."""
+    from migration.status import broker_depths
+
+    snapshot = state.current()
+    for other in (modes.RABBITMQ, modes.KAFKA):
+        if snapshot.mode != modes.MESSAGING or other != snapshot.broker:
+            _sightings.forget(other)
+    if snapshot.mode != modes.MESSAGING:
+        return 0
+    broker, now = snapshot.broker, timezone.now()
+    try:
+        depths = broker_depths(broker, dead_letters=False)
+    except Exception as exc:  # the broker is away, or a deleted queue is not declared again yet
+        log.debug("migration.lost_depth_unread", extra={"broker": broker, "error": str(exc)})
+        _sightings.forget(broker)
+        return 0
+    if broker == modes.KAFKA:
+        depths = {KAFKA_ALL_QUEUES: sum(depths.values())}
+    moved = 0
+    for queue, depth in depths.items():
+        empty_at = _sightings.look(broker, queue, depth, now)
+        if empty_at is not None:
+            moved += _copy_lost(broker, None if queue == KAFKA_ALL_QUEUES else queue, empty_at)
+    return moved
+
+
+def _copy_lost(broker: str, queue: str | None, empty_at: datetime) -> int:
+    """Give a PostgreSQL copy to the ``queued`` tasks published to ``broker`` (and ``queue``)
+    before ``empty_at`` that have none, nor a copy still waiting in the outbox."""
+    from tasks import service
+
+    moved, after = 0, None
+    while True:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
+            batch = _candidates(broker, queue, empty_at, after)
+            if not batch:
+                break
+            after = batch[-1]
+            ids = [str(pk) for pk in batch]
+            copied = set(QueueMessage.objects.filter(message_id__in=ids).values_list("message_id", flat=True))
+            copied |= set(OutboxMessage.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
+            moved += service.reenqueue([pk for pk in ids if pk not in copied])
+    if moved:
+        log.warning(
+            "migration.lost_copies_reenqueued",
+            extra={"count": moved, "broker": broker, "queue": queue or "all", "empty_at": empty_at.isoformat()},
+        )
+    return moved
+
+
+def _candidates(broker: str, queue: str | None, before: datetime, after: uuid.UUID | None) -> list[uuid.UUID]:
+    from tasks.models import Task
+
+    waiting = Task.objects.filter(status="queued", published_to=broker, updated_at__lt=before)
+    if queue is not None:
+        waiting = waiting.filter(queue=queue)
+    if after is not None:
+        waiting = waiting.filter(pk__gt=after)
+    return list(waiting.order_by("pk").values_list("pk", flat=True)[:BATCH])

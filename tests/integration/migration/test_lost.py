@@ -1,0 +1,64 @@
+"""Tasks whose only copy a broker lost, found by the depth of their queue on real RabbitMQ and
+PostgreSQL (the rows are made by hand; the queue holds what the test puts in it)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+from kombu import Connection
+
+from migration import lost
+from migration.models import QueueMessage
+from tasks.models import Task
+from tests.conftest import ModeSetting, purge_rabbitmq, require_env
+
+pytestmark = pytest.mark.django_db(transaction=True)
+QUEUE = "helixagent.tasks.background"
+
+
+@pytest.fixture(autouse=True)
+def fresh_sightings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lost, "_sightings", lost.Sightings())
+
+
+def waiting(published_to: str, status: str = "queued", queue: str = QUEUE) -> str:
+    return str(Task.objects.create(task_type="noop", status=status, published_to=published_to, queue=queue).pk)
+
+
+def pg_copies() -> Counter[str]:
+    return Counter(QueueMessage.objects.values_list("message_id", flat=True))
+
+
+def test_a_waiting_task_gets_a_postgresql_copy_once_its_queue_was_seen_empty(switch_mode: Any) -> None:
+    purge_rabbitmq()
+    switch_mode(ModeSetting("messaging", broker="rabbitmq"))
+    gone = waiting("rabbitmq")  # its copy was purged
+    other_queue = waiting("rabbitmq", queue="helixagent.tasks.llm")  # that queue holds a message
+    waiting("postgresql+rabbitmq")  # dual_write: its verifier reports a missing copy
+    waiting("rabbitmq", status="completed")
+    with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
+        conn.Producer().publish({}, exchange="helixagent.tasks", routing_key="helixagent.tasks.llm")
+
+    assert lost.reenqueue() == 0  # the first look: nothing was seen empty before it
+    published_after_it = waiting("rabbitmq")
+    assert lost.reenqueue() == 1
+    assert pg_copies() == {gone: 1}
+    assert lost.reenqueue() == 1  # the second look saw the queue empty too
+    assert pg_copies() == {gone: 1, published_after_it: 1}
+    assert lost.reenqueue() == 0  # each has its copy now
+
+    purge_rabbitmq()
+    lost.reenqueue()
+    assert lost.reenqueue() == 1
+    assert pg_copies() == {gone: 1, published_after_it: 1, other_queue: 1}
+
+
+def test_nothing_is_looked_at_outside_messaging_mode(switch_mode: Any) -> None:
+    purge_rabbitmq()
+    switch_mode(ModeSetting("dual_write", 100))
+    waiting("rabbitmq")
+    assert lost.reenqueue() == 0
+    assert lost.reenqueue() == 0
+    assert not pg_copies()
