@@ -13,6 +13,14 @@ task row keeps a finished task from running twice).
 A consumer that has been outside its group for :data:`REJOIN_TIMEOUT` is replaced by a new one:
 after a broker restart librdkafka can leave a consumer that never joins again, and a worker
 would then wait forever while its share of the topic goes unread.
+
+A work topic deleted and made again (by an operator, or by a producer's auto-creation) starts its
+offsets from 0, but librdkafka goes on fetching each partition from its old position and skips
+every message below it (confluentinc/librdkafka#3255). The leg reads the topic's id every
+:data:`TOPIC_CHECK_INTERVAL` seconds; when it changes, the leg gives the topic its partitions
+back and reads its partitions again from the start. Each commit carries the id of the topic it
+was made on, so an offset committed on the old topic (by this worker or another) is not taken
+for a position on the new one: such a partition is read from the start when it is assigned.
 """
 
 from __future__ import annotations
@@ -22,9 +30,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, wait
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic  # type: ignore[attr-defined]
 
 from helixagent.logging import get_logger
@@ -48,6 +65,11 @@ PREFETCH = 200
 REJOIN_TIMEOUT = 60.0
 #: seconds ``close`` waits for the final commit and the group leave (a healthy broker: milliseconds).
 CLOSE_TIMEOUT = 5.0
+#: seconds between two reads of the work topic's id (and of librdkafka's metadata: a partition
+#: added to the topic is consumed after at most this long).
+TOPIC_CHECK_INTERVAL = 10.0
+#: seconds a read of the topic's id may take.
+TOPIC_READ_TIMEOUT = 5.0
 
 
 def producer_config(servers: str, linger_ms: int = 1) -> dict[str, Any]:
@@ -132,6 +154,7 @@ class KafkaLeg(Leg):
 
     def __init__(self, servers: str, partitions: int = 8, rejoin_timeout: float = REJOIN_TIMEOUT) -> None:
         self.servers = servers
+        self.partitions = partitions
         try:
             ensure_topics(servers, partitions)
         except KafkaException as exc:
@@ -148,6 +171,10 @@ class KafkaLeg(Leg):
         self._committed_at = 0.0
         self._membership = MembershipWatch(rejoin_timeout)
         self._foreign_queues: set[str] = set()  # queues named by records, not consumed here (logged once)
+        self._admin: AdminClient | None = None  # reads the topic's id; made by ``consume``
+        self._topic_id = ""  # of the work topic, as last read; "" until read
+        self._topic_checked_at = 0.0
+        self._topic_read: Future[Any] | None = None  # a read of the topic's id under way
 
     # -- publishing --------------------------------------------------------------------------
     def publish(self, queue: str, message: dict[str, Any]) -> None:
@@ -181,6 +208,11 @@ class KafkaLeg(Leg):
         for queue in queues:
             self._buffers.setdefault(queue, deque())
         if self.consumer is None:
+            if self._admin is None:
+                settings: dict[str, Any] = {"bootstrap.servers": self.servers, "logger": client_log}
+                self._admin = AdminClient(settings)
+            self._topic_id = self._read_topic_id()
+            self._topic_checked_at = time.monotonic()
             self.consumer = self._subscribe()
 
     def _subscribe(self) -> Consumer:
@@ -193,6 +225,7 @@ class KafkaLeg(Leg):
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 1_000,
                 "max.poll.interval.ms": 600_000,
+                "topic.metadata.refresh.interval.ms": int(TOPIC_CHECK_INTERVAL * 1000),
                 "logger": client_log,
             }
         )
@@ -207,6 +240,84 @@ class KafkaLeg(Leg):
                 "kafka.no_partitions",
                 extra={"topic": WORK_TOPIC, "hint": "this worker gets no work: raise messaging.kafka_partitions"},
             )
+            return
+        self._note_topic_id(consumer, self._read_topic_id())
+        if not self._topic_id:
+            return
+        try:
+            committed = consumer.committed(partitions, timeout=5)
+        except KafkaException as exc:  # the group's own offsets apply, as without this check
+            log.warning("kafka.committed_unread", extra={"error": str(exc)})
+            return
+        stale = [p.partition for p in committed if p.offset >= 0 and p.metadata and p.metadata != self._topic_id]
+        if not stale:
+            return
+        log.warning("kafka.stale_offsets_rewound", extra={"topic": WORK_TOPIC, "partitions": stale})
+        for p in committed:
+            if p.partition in stale:
+                p.offset = OFFSET_BEGINNING
+        consumer.assign(committed)
+
+    def _describe(self, timeout: float) -> Future[Any]:
+        assert self._admin is not None, "consume() makes the admin client"
+        return self._admin.describe_topics(TopicCollection([WORK_TOPIC]), request_timeout=timeout)[WORK_TOPIC]
+
+    def _read_topic_id(self, timeout: float = TOPIC_READ_TIMEOUT) -> str:
+        """The work topic's id, read now and waited for at most ``timeout``; "" if not read."""
+        future = self._describe(timeout)
+        wait([future], timeout)
+        return self._topic_id_from(future) if future.done() else ""
+
+    def _topic_id_from(self, future: Future[Any]) -> str:
+        """The id a finished read found; "" when it failed. A missing topic is made again, with
+        its partitions, rather than left to a producer's auto-creation (the broker's default)."""
+        try:
+            return str(future.result(0).topic_id)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                log.warning("kafka.topic_unread", extra={"topic": WORK_TOPIC, "error": str(exc)})
+                return ""
+        try:
+            ensure_topics(self.servers, self.partitions)
+        except LegUnavailable as exc:
+            log.warning("kafka.topic_unread", extra={"topic": WORK_TOPIC, "error": str(exc)})
+        return ""
+
+    def _watch_topic(self, consumer: Consumer) -> None:
+        """Every :data:`TOPIC_CHECK_INTERVAL`, read the work topic's id without waiting for it:
+        the read is started on one turn and its answer taken on a later one, so a broker that
+        does not answer never holds the worker's loop."""
+        if self._topic_read is None:
+            if time.monotonic() - self._topic_checked_at >= TOPIC_CHECK_INTERVAL:
+                self._topic_read = self._describe(TOPIC_READ_TIMEOUT)
+            return
+        if not self._topic_read.done():
+            return
+        future, self._topic_read = self._topic_read, None
+        self._topic_checked_at = time.monotonic()
+        self._note_topic_id(consumer, self._topic_id_from(future))
+
+    def _note_topic_id(self, consumer: Consumer, current: str) -> None:
+        """A new id means the topic was deleted and made again: give it its partitions back and
+        read what this worker is assigned from the start. A message delivered twice is harmless
+        (the claim runs a task once); a skipped one would be lost."""
+        if not current or current == self._topic_id:
+            return
+        before, self._topic_id = self._topic_id, current
+        if not before:
+            return
+        log.warning("kafka.topic_recreated", extra={"topic": WORK_TOPIC, "before": before, "now": current})
+        try:
+            ensure_topics(self.servers, self.partitions)
+        except LegUnavailable as exc:
+            log.warning("kafka.partitions_not_restored", extra={"error": str(exc)})
+        assigned = consumer.assignment()
+        self._forget({p.partition for p in assigned} | set(self._next) | set(self._unfinished))
+        for p in assigned:
+            try:
+                consumer.seek(TopicPartition(WORK_TOPIC, p.partition, OFFSET_BEGINNING))
+            except KafkaException as exc:  # not fetched yet: it starts from its committed offset
+                log.warning("kafka.rewind_failed", extra={"partition": p.partition, "error": str(exc)})
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before partitions move to another worker: commit what is safe and forget the rest."""
@@ -272,6 +383,7 @@ class KafkaLeg(Leg):
         try:
             if self._membership.stalled(consumer.memberid()):
                 consumer = self._replace(consumer)
+            self._watch_topic(consumer)
             first = consumer.poll(timeout)
             records = [] if first is None else [first, *consumer.consume(num_messages=PREFETCH - 1, timeout=0)]
         except KafkaException as exc:
@@ -356,7 +468,7 @@ class KafkaLeg(Leg):
             unfinished = self._unfinished.get(partition)
             safe = min(unfinished) if unfinished else following
             if safe > self._committed.get(partition, -1):
-                offsets.append(TopicPartition(WORK_TOPIC, partition, safe))
+                offsets.append(TopicPartition(WORK_TOPIC, partition, safe, metadata=self._topic_id))
                 self._committed[partition] = safe
         if offsets:
             try:

@@ -1,6 +1,6 @@
 """Kafka restarts and hangs in messaging mode: the worker and the submitting process reconnect
 by themselves after a restart, a rollback reaches the worker while Kafka hangs, nothing is lost,
-and every task completes once. So does a work topic deleted with tasks in it."""
+and every task completes once. So does a work topic deleted under a worker or with tasks in it."""
 
 from __future__ import annotations
 
@@ -104,6 +104,24 @@ def test_tasks_whose_work_topic_was_deleted_before_a_worker_read_them_complete_o
     completed_once(waited)
     assert set(Task.objects.filter(pk__in=waited).values_list("dispatch_source", flat=True)) == {"postgresql"}
     assert "migration.lost_copies_reenqueued" in worker.log_path.read_text()
+
+
+def test_a_work_topic_deleted_under_a_running_worker_is_read_from_the_start_once_made_again(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
+    """The next publish makes the topic again at once, and librdkafka would go on fetching each
+    partition from its old position, skipping the messages below it. The search for lost copies
+    is held back here: the worker's own watch of the topic must find every message."""
+    setting = ModeSetting("messaging", broker="kafka")
+    switch_mode(setting)
+    worker = start_worker("w1", HELIX_LOST_COPY_INTERVAL="3600", **setting.env)
+    wait_completed([submit(api, "noop") for _ in range(8)], timeout=60)  # a position on most partitions
+    delete_work_topic()
+    later = [submit(api, "noop") for _ in range(40)]  # reaching past those positions
+    wait_completed(later, timeout=90)
+    completed_once(later)
+    assert set(Task.objects.filter(pk__in=later).values_list("dispatch_source", flat=True)) == {"kafka"}
+    assert "kafka.topic_recreated" in worker.log_path.read_text()
 
 
 def delete_work_topic() -> None:

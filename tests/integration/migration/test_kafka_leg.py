@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from migration.legs.base import Empty
-from migration.legs.kafka import GROUP, WORK_TOPIC, KafkaLeg, ensure_topics
+from migration.legs.base import Empty, LegUnavailable
+from migration.legs.kafka import COMMIT_INTERVAL, GROUP, WORK_TOPIC, KafkaLeg, ensure_topics
 from tests.conftest import kafka_frozen, require_env, wait_for
 
 QUEUE = "helixagent.tasks.background"
@@ -164,3 +164,65 @@ def test_a_topic_with_fewer_partitions_than_configured_gets_more_and_never_fewer
     finally:
         for future in admin.delete_topics([topic], operation_timeout=10).values():
             future.result(15)
+
+
+def test_a_work_topic_deleted_and_made_again_is_read_from_its_start(caplog: pytest.LogCaptureFixture) -> None:
+    """The recreated topic's offsets start at 0 while librdkafka fetches each partition from its
+    old position: every message below it would be skipped for good."""
+    servers = require_env("KAFKA_BOOTSTRAP_SERVERS")
+    admin = AdminClient({"bootstrap.servers": servers})
+    leg = KafkaLeg(servers)
+    try:
+        leg.consume([QUEUE])
+        for tag in take(leg, {publish(leg) for _ in range(8)}).values():  # a position on most partitions
+            leg.ack(tag)
+        time.sleep(COMMIT_INTERVAL)
+        leg.flush()
+        for future in admin.delete_topics([WORK_TOPIC], operation_timeout=10).values():
+            future.result(15)
+        # The leg's producer makes the topic again (auto-creation, as any producer's would).
+        # Enough messages to reach past the old positions, which then seem valid to librdkafka.
+        after = {wait_for(lambda: publish_or_none(leg), 30, what="a publish to the new topic") for _ in range(40)}
+        with caplog.at_level("WARNING", logger="helixagent.migration.kafka"):
+            for tag in take(leg, after).values():
+                leg.ack(tag)
+        assert "kafka.topic_recreated" in [r.getMessage() for r in caplog.records]
+        # ... and with the partitions the leg gives it, not the broker's default
+        assert len(admin.list_topics(WORK_TOPIC, timeout=10).topics[WORK_TOPIC].partitions) >= leg.partitions
+    finally:
+        leg.close()
+
+
+def publish_or_none(leg: KafkaLeg) -> str | None:
+    try:
+        return publish(leg)
+    except LegUnavailable:
+        return None
+
+
+def test_offsets_committed_on_an_earlier_topic_of_the_same_name_are_not_taken_for_positions() -> None:
+    """Another worker may commit its old positions after the topic was made again; a partition
+    assigned with such an offset is read from its start."""
+    servers = require_env("KAFKA_BOOTSTRAP_SERVERS")
+    ensure_topics(servers, 8)
+    producer = Producer({"bootstrap.servers": servers})
+    waiting = {str(uuid.uuid4()) for _ in range(10)}
+    for task_id in waiting:
+        producer.produce(WORK_TOPIC, key=task_id.encode(), value=json.dumps(message(task_id)).encode())
+    assert producer.flush(10) == 0
+    group = Consumer({"bootstrap.servers": servers, "group.id": GROUP})
+    try:
+        ends = []
+        for p in group.list_topics(WORK_TOPIC, timeout=10).topics[WORK_TOPIC].partitions:
+            _low, high = group.get_watermark_offsets(TopicPartition(WORK_TOPIC, p), timeout=10)
+            ends.append(TopicPartition(WORK_TOPIC, p, high, metadata="id-of-a-deleted-topic"))
+        group.commit(offsets=ends, asynchronous=False)
+    finally:
+        group.close()
+    leg = KafkaLeg(servers)
+    try:
+        leg.consume([QUEUE])
+        for tag in take(leg, waiting).values():
+            leg.ack(tag)
+    finally:
+        leg.close()
