@@ -114,6 +114,7 @@ def test_a_work_topic_deleted_under_a_running_worker_is_read_from_the_start_once
     is held back here: the worker's own watch of the topic must find every message."""
     setting = ModeSetting("messaging", broker="kafka")
     switch_mode(setting)
+    delete_work_topic()  # positions low enough for the new topic's offsets to pass them
     worker = start_worker("w1", HELIX_LOST_COPY_INTERVAL="3600", **setting.env)
     wait_completed([submit(api, "noop") for _ in range(8)], timeout=60)  # a position on most partitions
     delete_work_topic()
@@ -128,3 +129,4 @@ def delete_work_topic() -> None:
     admin = AdminClient({"bootstrap.servers": require_env("KAFKA_BOOTSTRAP_SERVERS")})
     for future in admin.delete_topics([WORK_TOPIC], operation_timeout=10).values():
         future.result(15)
+    wait_for(lambda: WORK_TOPIC not in admin.list_topics(timeout=10).topics, 30, what="the topic gone")

@@ -171,6 +171,7 @@ def test_a_work_topic_deleted_and_made_again_is_read_from_its_start(caplog: pyte
     old position: every message below it would be skipped for good."""
     servers = require_env("KAFKA_BOOTSTRAP_SERVERS")
     admin = AdminClient({"bootstrap.servers": servers})
+    delete_work_topic(admin)  # positions low enough for the new topic's offsets to pass them
     leg = KafkaLeg(servers)
     try:
         leg.consume([QUEUE])
@@ -178,8 +179,7 @@ def test_a_work_topic_deleted_and_made_again_is_read_from_its_start(caplog: pyte
             leg.ack(tag)
         time.sleep(COMMIT_INTERVAL)
         leg.flush()
-        for future in admin.delete_topics([WORK_TOPIC], operation_timeout=10).values():
-            future.result(15)
+        delete_work_topic(admin)
         # The leg's producer makes the topic again (auto-creation, as any producer's would).
         # Enough messages to reach past the old positions, which then seem valid to librdkafka.
         after = {wait_for(lambda: publish_or_none(leg), 30, what="a publish to the new topic") for _ in range(40)}
@@ -191,6 +191,12 @@ def test_a_work_topic_deleted_and_made_again_is_read_from_its_start(caplog: pyte
         assert len(admin.list_topics(WORK_TOPIC, timeout=10).topics[WORK_TOPIC].partitions) >= leg.partitions
     finally:
         leg.close()
+
+
+def delete_work_topic(admin: AdminClient) -> None:
+    for future in admin.delete_topics([WORK_TOPIC], operation_timeout=10).values():
+        future.result(15)
+    wait_for(lambda: WORK_TOPIC not in admin.list_topics(timeout=10).topics, 30, what="the topic gone")
 
 
 def publish_or_none(leg: KafkaLeg) -> str | None:
