@@ -8,8 +8,11 @@ No broker tells which messages it holds, but a depth of zero tells that it holds
 few seconds a worker reads the depth of each queue of the current mode's broker (Kafka: the
 group's lag, so a message fetched but not finished still counts). A task published to that
 queue before a moment its queue was seen empty, and still ``queued`` one look later, has lost its
-copy, or a worker holds the copy without claiming it (a prefetched message behind a long task).
-Either way it gets a PostgreSQL copy, which every mode consumes; the claim runs it once.
+copy, unless a worker holds it without having claimed it yet: RabbitMQ counts a message in a
+worker's prefetch window as neither ready nor gone. So before copying, the sweep asks every
+worker what it holds (the ``helix_held`` remote-control command, over Celery's own mailbox), and
+each task held nowhere gets a PostgreSQL copy, which every mode consumes. A worker that does not
+answer in time may hold a task that gets a copy anyway: the claim runs it once.
 
 ``dual_write`` keeps two copies and its verifier reports a missing one; only tasks whose
 ``published_to`` names the broker alone are looked at here.
@@ -20,7 +23,10 @@ from __future__ import annotations
 import uuid
 import zlib
 from datetime import datetime
+from typing import Any
 
+from celery.worker import state as worker_state
+from celery.worker.control import inspect_command
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -35,6 +41,8 @@ BATCH = 500
 LOCK_KEY = zlib.crc32(b"helixagent.migration.lost")
 #: the one queue name Kafka's depth is read under: every queue shares the work topic.
 KAFKA_ALL_QUEUES = "*"
+#: seconds the sweep waits for the workers' answers to ``helix_held``.
+HELD_REPLY_TIMEOUT = 3.0
 
 
 class Sightings:
@@ -81,17 +89,56 @@ def reenqueue() -> int:
         return 0
     if broker == modes.KAFKA:
         depths = {KAFKA_ALL_QUEUES: sum(depths.values())}
-    moved = 0
-    for queue, depth in depths.items():
-        empty_at = _sightings.look(broker, queue, depth, now)
-        if empty_at is not None:
-            moved += _copy_lost(broker, None if queue == KAFKA_ALL_QUEUES else queue, empty_at)
+    moved, held = 0, None
+    for name, depth in depths.items():
+        empty_at = _sightings.look(broker, name, depth, now)
+        queue = None if name == KAFKA_ALL_QUEUES else name
+        if empty_at is None or not _candidates(broker, queue, empty_at, None):
+            continue
+        if held is None:
+            held = held_by_workers()
+            if held is None:  # held and lost cannot be told apart: the next look tries again
+                _sightings.forget(broker)
+                return moved
+        moved += _copy_lost(broker, queue, empty_at, held)
     return moved
 
 
-def _copy_lost(broker: str, queue: str | None, empty_at: datetime) -> int:
+@inspect_command()  # type: ignore[untyped-decorator]
+def helix_held(state: Any) -> dict[str, list[str]]:
+    """The task ids this worker holds without having claimed them: reserved by Celery, or
+    received from a broker and waiting in the router's prefetch window."""
+    from migration.router import Channel
+
+    ids = {request.id for request in worker_state.reserved_requests}
+    ids |= {request.id for request in worker_state.active_requests}
+    channel = getattr(getattr(state.consumer, "task_consumer", None), "channel", None)
+    if isinstance(channel, Channel):
+        for _name, leg in channel.consuming_brokers():
+            ids.update(leg.held())
+    return {"ids": sorted(ids)}
+
+
+def held_by_workers() -> set[str] | None:
+    """What every worker that answers within :data:`HELD_REPLY_TIMEOUT` holds; None when the
+    question could not be sent."""
+    from helixagent.celery import app
+
+    try:
+        replies = app.control.broadcast("helix_held", reply=True, timeout=HELD_REPLY_TIMEOUT)
+    except Exception as exc:  # the mailbox goes through the router: its database or broker is away
+        log.warning("migration.lost_held_unknown", extra={"error": str(exc)})
+        return None
+    held: set[str] = set()
+    for reply in replies or []:
+        for answer in reply.values():
+            held.update((answer or {}).get("ids") or [])
+    return held
+
+
+def _copy_lost(broker: str, queue: str | None, empty_at: datetime, held: set[str]) -> int:
     """Give a PostgreSQL copy to the ``queued`` tasks published to ``broker`` (and ``queue``)
-    before ``empty_at`` that have none, nor a copy still waiting in the outbox."""
+    before ``empty_at`` that no worker holds and that have no copy in PostgreSQL or the outbox."""
     from tasks import service
 
     moved, after = 0, None
@@ -105,7 +152,7 @@ def _copy_lost(broker: str, queue: str | None, empty_at: datetime) -> int:
                 break
             after = batch[-1]
             ids = [str(pk) for pk in batch]
-            copied = set(QueueMessage.objects.filter(message_id__in=ids).values_list("message_id", flat=True))
+            copied = held | set(QueueMessage.objects.filter(message_id__in=ids).values_list("message_id", flat=True))
             copied |= set(OutboxMessage.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
             moved += service.reenqueue([pk for pk in ids if pk not in copied])
     if moved:

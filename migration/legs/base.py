@@ -63,6 +63,11 @@ class Leg(ABC):
     def discard(self, tag: str) -> None:
         """The message cannot be processed: drop it (dead-letter it where the broker can)."""
 
+    def held(self) -> list[str]:
+        """Task ids of the messages received from the broker and not yet fetched (a prefetch
+        window). A broker that counts them as waiting, as Kafka's lag does, needs no override."""
+        return []
+
     @abstractmethod
     def flush(self) -> None:
         """Send acknowledgements queued by other threads; called by the consuming thread."""

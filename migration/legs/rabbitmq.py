@@ -221,6 +221,14 @@ class RabbitMQLeg(Leg):
             message["redelivered"] = True
         return message, str(wire.delivery_tag)
 
+    def held(self) -> list[str]:
+        """RabbitMQ counts these as neither ready nor gone: delivered, not acknowledged."""
+        return [
+            str((wire.properties.get("application_headers") or {}).get("id", ""))
+            for buffer in self._buffers.values()
+            for wire in buffer
+        ]
+
     def ack(self, tag: str) -> None:
         self._later("ack", tag)
 

@@ -224,3 +224,20 @@ def test_tasks_whose_queue_was_purged_complete_once(api: Any, start_worker: Any,
     completed_once(waited)
     assert set(Task.objects.filter(pk__in=waited).values_list("dispatch_source", flat=True)) == {"postgresql"}
     assert "migration.lost_copies_reenqueued" in worker.log_path.read_text()
+
+
+def test_tasks_a_worker_holds_in_its_prefetch_window_get_no_postgresql_copy(
+    api: Any, start_worker: Any, switch_mode: Any
+) -> None:
+    """RabbitMQ counts a message delivered to a worker and not yet acknowledged as neither ready
+    nor gone: the queue looks empty while the worker works through what it holds. Asked, the
+    worker names those tasks, and none of them is taken for lost."""
+    setting = ModeSetting("messaging", broker="rabbitmq")
+    purge_rabbitmq()
+    switch_mode(setting)
+    held = [submit(api, "sleep", {"seconds": 0.3}) for _ in range(60)]
+    worker = start_worker("w1", concurrency=2, HELIX_LOST_COPY_INTERVAL="1", **setting.env)
+    wait_completed(held, timeout=90)
+    completed_once(held)
+    assert set(Task.objects.filter(pk__in=held).values_list("dispatch_source", flat=True)) == {"rabbitmq"}
+    assert "migration.lost_copies_reenqueued" not in worker.log_path.read_text()

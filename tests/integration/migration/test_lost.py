@@ -21,6 +21,7 @@ QUEUE = "helixagent.tasks.background"
 @pytest.fixture(autouse=True)
 def fresh_sightings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lost, "_sightings", lost.Sightings())
+    monkeypatch.setattr(lost, "HELD_REPLY_TIMEOUT", 0.2)  # no worker runs here to answer
 
 
 def waiting(published_to: str, status: str = "queued", queue: str = QUEUE) -> str:
