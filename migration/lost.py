@@ -23,21 +23,25 @@ from __future__ import annotations
 import uuid
 import zlib
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
-from django.db import connection, transaction
 from django.utils import timezone
 
 from helixagent.logging import get_logger
 from migration import modes, state
-from migration.models import OutboxMessage, QueueMessage
+from migration.models import OutboxMessage
+from migration.stranded import copy_batches
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from tasks.models import Task
 
 log = get_logger("migration.lost")
 BATCH = 500
-#: PostgreSQL advisory lock held while a batch is found and copied, so two workers do not both
-#: copy the same task (the second finds the first one's copies once it gets the lock).
+#: PostgreSQL advisory lock held while a batch is found and copied (see ``copy_batches``).
 LOCK_KEY = zlib.crc32(b"helixagent.migration.lost")
 #: the one queue name Kafka's depth is read under: every queue shares the work topic.
 KAFKA_ALL_QUEUES = "*"
@@ -93,7 +97,7 @@ def reenqueue() -> int:
     for name, depth in depths.items():
         empty_at = _sightings.look(broker, name, depth, now)
         queue = None if name == KAFKA_ALL_QUEUES else name
-        if empty_at is None or not _candidates(broker, queue, empty_at, None):
+        if empty_at is None or not _waiting(broker, queue, empty_at).exists():
             continue
         if held is None:
             held = held_by_workers()
@@ -139,22 +143,11 @@ def held_by_workers() -> set[str] | None:
 def _copy_lost(broker: str, queue: str | None, empty_at: datetime, held: set[str]) -> int:
     """Give a PostgreSQL copy to the ``queued`` tasks published to ``broker`` (and ``queue``)
     before ``empty_at`` that no worker holds and that have no copy in PostgreSQL or the outbox."""
-    from tasks import service
 
-    moved, after = 0, None
-    while True:
-        with transaction.atomic():
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
-            batch = _candidates(broker, queue, empty_at, after)
-            if not batch:
-                break
-            after = batch[-1]
-            ids = [str(pk) for pk in batch]
-            copied = held | set(QueueMessage.objects.filter(message_id__in=ids).values_list("message_id", flat=True))
-            copied |= set(OutboxMessage.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
-            moved += service.reenqueue([pk for pk in ids if pk not in copied])
+    def skip(ids: list[str]) -> set[str]:
+        return held | set(OutboxMessage.objects.filter(task_id__in=ids).values_list("task_id", flat=True))
+
+    moved = copy_batches(LOCK_KEY, lambda after: _candidates(broker, queue, empty_at, after), skip)
     if moved:
         log.warning(
             "migration.lost_copies_reenqueued",
@@ -163,12 +156,16 @@ def _copy_lost(broker: str, queue: str | None, empty_at: datetime, held: set[str
     return moved
 
 
-def _candidates(broker: str, queue: str | None, before: datetime, after: uuid.UUID | None) -> list[uuid.UUID]:
+def _waiting(broker: str, queue: str | None, before: datetime) -> QuerySet[Task]:
+    """Tasks still ``queued`` whose only copy went to ``broker`` (and ``queue``) before ``before``."""
     from tasks.models import Task
 
     waiting = Task.objects.filter(status="queued", published_to=broker, updated_at__lt=before)
-    if queue is not None:
-        waiting = waiting.filter(queue=queue)
+    return waiting if queue is None else waiting.filter(queue=queue)
+
+
+def _candidates(broker: str, queue: str | None, before: datetime, after: uuid.UUID | None) -> list[uuid.UUID]:
+    waiting = _waiting(broker, queue, before)
     if after is not None:
         waiting = waiting.filter(pk__gt=after)
     return list(waiting.order_by("pk").values_list("pk", flat=True)[:BATCH])

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 import zlib
+from collections.abc import Callable
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -36,26 +37,39 @@ LOCK_KEY = zlib.crc32(b"helixagent.migration.stranded")
 
 def reenqueue() -> int:
     """Give every stranded task a PostgreSQL copy; returns how many were given one."""
-    from tasks import service
-
     snapshot = state.current()
     consumed = set(modes.consume_legs(snapshot.mode, snapshot.broker))
+    moved = copy_batches(LOCK_KEY, lambda after: _candidates(consumed, after))
+    if moved:
+        log.warning("migration.reenqueued", extra={"count": moved, "mode": snapshot.mode, "broker": snapshot.broker})
+    return moved
+
+
+def copy_batches(
+    lock_key: int,
+    candidates: Callable[[uuid.UUID | None], list[uuid.UUID]],
+    skip: Callable[[list[str]], set[str]] = lambda ids: set(),
+) -> int:
+    """Give a PostgreSQL copy to each task ``candidates(after)`` names, batch after batch (by
+    id, after the last of the previous batch), unless it has one already or ``skip`` names it.
+    Each batch is found and copied under the advisory lock ``lock_key``, so two workers do not
+    both copy a task: the second finds the first one's copies. Returns how many were copied."""
+    from tasks import service
+
     moved, after = 0, None
     while True:
         with transaction.atomic():
             if connection.vendor == "postgresql":
                 with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
-            batch = _candidates(consumed, after)
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_key])
+            batch = candidates(after)
             if not batch:
-                break
+                return moved
             after = batch[-1]
             ids = [str(pk) for pk in batch]
-            copied = set(QueueMessage.objects.filter(message_id__in=ids).values_list("message_id", flat=True))
+            copied = skip(ids)
+            copied |= set(QueueMessage.objects.filter(message_id__in=ids).values_list("message_id", flat=True))
             moved += service.reenqueue([pk for pk in ids if pk not in copied])
-    if moved:
-        log.warning("migration.reenqueued", extra={"count": moved, "mode": snapshot.mode, "broker": snapshot.broker})
-    return moved
 
 
 def _candidates(consumed: set[str], after: uuid.UUID | None) -> list[uuid.UUID]:
