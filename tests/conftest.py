@@ -412,6 +412,18 @@ def kafka_frozen() -> AbstractContextManager[None]:
     return frozen(r"kafka\.Kafka .*server\.properties")
 
 
+def delete_kafka_work_topic() -> None:
+    """Delete ``helixagent.tasks`` as an operator would, and wait until the broker has let go of it."""
+    from confluent_kafka.admin import AdminClient
+
+    from migration.legs.kafka import WORK_TOPIC
+
+    admin = AdminClient({"bootstrap.servers": require_env("KAFKA_BOOTSTRAP_SERVERS")})
+    for future in admin.delete_topics([WORK_TOPIC], operation_timeout=10).values():
+        future.result(15)
+    wait_for(lambda: WORK_TOPIC not in admin.list_topics(timeout=10).topics, 30, what="the topic gone")
+
+
 def rabbitmq_frozen() -> AbstractContextManager[None]:
     return frozen("beam.smp")
 
