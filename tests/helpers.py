@@ -66,6 +66,11 @@ def completed_once(ids: list[str]) -> None:
     assert {completions[uuid.UUID(i)] for i in ids} == {1}
 
 
+def run_from(ids: list[str]) -> set[str]:
+    """Where the tasks in ``ids`` ran from: the sources of the copies that executed them."""
+    return set(Task.objects.filter(pk__in=ids).values_list("dispatch_source", flat=True))
+
+
 def event_path(task_id: str) -> list[str]:
     return list(
         TaskEvent.objects.filter(task_id=task_id, kind="transition").order_by("id").values_list("to_status", flat=True)

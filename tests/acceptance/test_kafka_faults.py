@@ -13,7 +13,7 @@ import pytest
 from migration.models import OutboxMessage
 from tasks.models import Task
 from tests.conftest import ROOT, ModeSetting, delete_kafka_work_topic, kafka_frozen, wait_for
-from tests.helpers import completed_once, submit, wait_completed
+from tests.helpers import completed_once, run_from, submit, wait_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,7 +62,7 @@ def test_a_rollback_while_kafka_hangs_under_load_reaches_the_worker(
         assert response.status_code == 200, response.content
         later = [submit(api, "noop") for _ in range(20)]
         wait_completed(load + later, timeout=90)
-        sources = set(Task.objects.filter(pk__in=later).values_list("dispatch_source", flat=True))
+        sources = run_from(later)
     assert sources == {"postgresql"}
     completed_once(load + later)
 
@@ -100,7 +100,7 @@ def test_tasks_whose_work_topic_was_deleted_before_a_worker_read_them_complete_o
     worker = start_worker("w1", HELIX_LOST_COPY_INTERVAL="1", **setting.env)
     wait_completed(waited, timeout=60)
     completed_once(waited)
-    assert set(Task.objects.filter(pk__in=waited).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    assert run_from(waited) == {"postgresql"}
     assert "migration.lost_copies_reenqueued" in worker.log_path.read_text()
 
 
@@ -119,7 +119,7 @@ def test_a_work_topic_deleted_under_a_running_worker_is_read_from_the_start_once
     later = [submit(api, "noop") for _ in range(40)]  # reaching past those positions
     wait_completed(later, timeout=90)
     completed_once(later)
-    assert set(Task.objects.filter(pk__in=later).values_list("dispatch_source", flat=True)) == {"kafka"}
+    assert run_from(later) == {"kafka"}
     # The watch reads the topic's id every 10 s; librdkafka may have reset a partition whose
     # old position lay past the new end before that, and then nothing was waiting on the watch.
     wait_for(lambda: "kafka.topic_recreated" in worker.log_path.read_text(), 30, what="the new topic noticed")

@@ -20,7 +20,7 @@ from tasks import service
 from tasks.models import Task
 from tasks.routing import ALL_QUEUES
 from tests.conftest import ROOT, ModeSetting, process_env, purge_rabbitmq, require_env, wait_for
-from tests.helpers import completed_once, submit, submit_many, wait_status
+from tests.helpers import completed_once, run_from, submit, submit_many, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 BACKGROUND = "helixagent.tasks.background"
@@ -73,7 +73,7 @@ def test_tasks_posted_while_rabbitmq_is_stopped_all_complete_once(
     ids = before + during
     wait_for(lambda: Task.objects.filter(pk__in=ids, status="completed").count() == len(ids), 60, 0.5, what="all done")
     completed_once(ids)
-    assert set(Task.objects.filter(pk__in=during).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    assert run_from(during) == {"postgresql"}
 
 
 def rabbitmq_message(queue: str, task_id: str) -> Any:

@@ -34,7 +34,7 @@ from tests.conftest import (
     stop_rabbitmq,
     wait_for,
 )
-from tests.helpers import completed_once, submit, submit_many, wait_completed
+from tests.helpers import completed_once, run_from, submit, submit_many, wait_completed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +54,7 @@ def test_a_rabbitmq_restart_under_load_loses_nothing(api: Any, start_worker: Any
     wait_completed(first + later, timeout=120)
     completed_once(first + later)
     # Published after the restart, run from RabbitMQ: both ends are connected to it again.
-    assert set(Task.objects.filter(pk__in=later).values_list("dispatch_source", flat=True)) == {"rabbitmq"}
+    assert run_from(later) == {"rabbitmq"}
 
 
 def test_a_rabbitmq_restart_in_dual_write_loses_no_copy_and_logs_no_discrepancy(
@@ -108,12 +108,12 @@ def test_tasks_submitted_while_rabbitmq_blocks_publishers_run_from_postgresql_on
     with rabbitmq_memory_alarm():
         during = [submit(api, "noop") for _ in range(20)]
         wait_completed(during, timeout=60)  # the copies fell back instead of waiting out the alarm
-    assert set(Task.objects.filter(pk__in=during).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    assert run_from(during) == {"postgresql"}
     time.sleep(LEG_RETRY)  # the publisher tries RabbitMQ again after its back-off
     later = [submit(api, "noop") for _ in range(20)]
     wait_completed(later, timeout=60)
     completed_once(during + later)
-    assert set(Task.objects.filter(pk__in=later).values_list("dispatch_source", flat=True)) == {"rabbitmq"}
+    assert run_from(later) == {"rabbitmq"}
 
 
 def test_migrate_pending_while_rabbitmq_blocks_publishers_moves_nothing_and_reruns(switch_mode: Any) -> None:
@@ -164,7 +164,7 @@ def test_tasks_submitted_while_rabbitmq_hangs_run_from_postgresql_once(
     with rabbitmq_frozen():
         during = [submit(api, "noop") for _ in range(10)]
         wait_completed(during, timeout=90)
-    assert set(Task.objects.filter(pk__in=during).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    assert run_from(during) == {"postgresql"}
     completed_once(during)
 
 
@@ -222,7 +222,7 @@ def test_tasks_whose_queue_was_purged_complete_once(api: Any, start_worker: Any,
     worker = start_worker("w1", HELIX_LOST_COPY_INTERVAL="1", **setting.env)
     wait_completed(waited, timeout=60)
     completed_once(waited)
-    assert set(Task.objects.filter(pk__in=waited).values_list("dispatch_source", flat=True)) == {"postgresql"}
+    assert run_from(waited) == {"postgresql"}
     assert "migration.lost_copies_reenqueued" in worker.log_path.read_text()
 
 
@@ -239,5 +239,5 @@ def test_tasks_a_worker_holds_in_its_prefetch_window_get_no_postgresql_copy(
     worker = start_worker("w1", concurrency=2, HELIX_LOST_COPY_INTERVAL="1", **setting.env)
     wait_completed(held, timeout=90)
     completed_once(held)
-    assert set(Task.objects.filter(pk__in=held).values_list("dispatch_source", flat=True)) == {"rabbitmq"}
+    assert run_from(held) == {"rabbitmq"}
     assert "migration.lost_copies_reenqueued" not in worker.log_path.read_text()
