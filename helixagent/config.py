@@ -66,6 +66,7 @@ class TasksConfig:
     retry_backoff_base: float = 2.0
     retry_backoff_max: float = 300.0
     default_timeout: float = 300.0
+    modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "HELIX_DISPATCH_INTERVAL": ("tasks", "dispatch_interval"),
     "HELIX_RETRY_BACKOFF_BASE": ("tasks", "retry_backoff_base"),
     "HELIX_DEFAULT_TIMEOUT": ("tasks", "default_timeout"),
+    "HELIX_TASK_MODULES": ("tasks", "modules"),
     "HELIX_API_DATABASE_POOL": ("api", "database_pool"),
     "HELIX_API_DATABASE_TIMEOUT": ("api", "database_timeout"),
 }
@@ -126,6 +128,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     the automatic rollback off without a word. Numbers must be finite (``float`` takes ``nan``,
     which no comparison refuses)."""
     kind = type(default)
+    if kind is tuple:
+        return _module_names(key, value)
     if kind is bool:
         word = str(value).strip().lower()
         if word not in TRUE_WORDS + FALSE_WORDS:
@@ -138,6 +142,19 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if kind is float and not math.isfinite(converted):
         raise ConfigError(f"{key}: expected a finite number, got {value!r}")
     return converted
+
+
+def _module_names(key: str, value: Any) -> tuple[str, ...]:
+    """A list of dotted module names: a YAML list, or one string separated by commas (the
+    environment's form)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        raise ConfigError(f"{key}: expected a list of module names, got {value!r}")
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    for name in names:
+        if not all(part.isidentifier() for part in name.split(".")):
+            raise ConfigError(f"{key}: {name!r} is not a dotted module name")
+    return names
 
 
 def _section(cls: type, name: str, raw: dict[str, Any]) -> Any:

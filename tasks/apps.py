@@ -6,5 +6,9 @@ class TasksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Shipped task types register themselves on import.
+        # Task types register themselves on import: the shipped ones, then the deployment's own.
+        from helixagent.config import get_config
         from tasks import handlers  # noqa: F401
+        from tasks.registry import import_modules
+
+        import_modules(get_config().tasks.modules)

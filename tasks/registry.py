@@ -3,14 +3,19 @@
 A handler receives a :class:`TaskContext` and the task's payload (a dict) and returns a
 JSON-serialisable result. Raising :class:`~tasks.exceptions.PermanentTaskFailure` fails the
 task at once; any other exception is retried with backoff until ``max_retries`` is spent.
+
+A deployment's own types live in its own modules, named in ``tasks.modules``: every process
+(API and workers) imports them at start-up, so both know the same types.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from helixagent.config import ConfigError
 from tasks.exceptions import UnknownTaskType
 
 
@@ -66,3 +71,13 @@ def get_task_type(name: str) -> TaskType:
 
 def registered_types() -> list[TaskType]:
     return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def import_modules(names: Iterable[str]) -> None:
+    """Import the modules that register a deployment's own task types (``tasks.modules``); one
+    that cannot be imported stops start-up with a :class:`ConfigError` naming it."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"tasks.modules: cannot import {name!r}: {exc}") from exc

@@ -95,3 +95,16 @@ def test_intervals_and_limits_out_of_range_are_refused_by_name(
 ) -> None:
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_config(tmp_path / "missing.yaml", environ=environ)
+
+
+def test_task_modules_come_as_a_list_from_the_file_and_separated_by_commas_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "tasks:\n  modules: [billing.tasks, reports]\n")
+    assert load_config(path, environ={}).tasks.modules == ("billing.tasks", "reports")
+    assert load_config(path, environ={"HELIX_TASK_MODULES": " billing.tasks , "}).tasks.modules == ("billing.tasks",)
+    assert load_config(tmp_path / "missing.yaml", environ={}).tasks.modules == ()
+    with pytest.raises(ConfigError, match=r"tasks\.modules: 'billing/tasks\.py' is not a dotted module name"):
+        load_config(path, environ={"HELIX_TASK_MODULES": "billing/tasks.py"})
+    with pytest.raises(ConfigError, match=r"tasks\.modules: expected a list of module names"):
+        load_config(write(tmp_path, "tasks:\n  modules: {billing: tasks}\n"), environ={})
