@@ -29,12 +29,12 @@ from helixagent.config import get_config
 from helixagent.logging import Outage, get_logger
 from migration import envelope, guard, lost, modes, outbox, stranded, verifier
 from migration.pgqueue import transport as pgqueue
-from tasks import jsonvalue, service, states, transitions
+from tasks import jsonvalue, pool_exits, service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
 from tasks.registry import get_task_type
 from tasks.stuck import StaleWatch
-from tasks.timelimit import SoftLimit
+from tasks.timelimit import HARD_LIMIT_GRACE, HardLimit, SoftLimit
 
 log = get_logger("tasks.runner")
 
@@ -126,16 +126,54 @@ class _Heartbeat:
 
 _heartbeat = _Heartbeat()
 
-#: whether this process's pool ignores Celery's time limits (threads, solo), so that the runner
-#: raises a task's soft limit itself; prefork pool processes keep False and Celery's limits
-_limits_in_runner = False
+#: which time limits the runner enforces itself, by the worker's pool: the soft limit on the
+#: threads and solo pools, which ignore Celery's; on prefork, whose pool processes get Celery's
+#: soft limit, the hard one (:mod:`tasks.timelimit` says why)
+_runner_limits = ""
+
+#: the exit status of a pool process ended at its task's hard time limit (``EX_SOFTWARE``)
+HARD_LIMIT_EXIT = 70
+
+#: seconds a pool process ending at a hard limit waits to store its task's failure
+HARD_LIMIT_STORE_WAIT = 5.0
 
 
 @worker_init.connect
 def _note_pool(sender: Any, **_: Any) -> None:
-    global _limits_in_runner
-    pool = get_implementation(sender.pool_cls)
-    _limits_in_runner = pool.__module__ in ("celery.concurrency.thread", "celery.concurrency.solo")
+    global _runner_limits
+    module = get_implementation(sender.pool_cls).__module__
+    if module in ("celery.concurrency.thread", "celery.concurrency.solo"):
+        _runner_limits = "soft"
+    elif module == "celery.concurrency.prefork":
+        _runner_limits = "hard"
+
+
+def _time_limit(task: Task, limit: float | None) -> contextlib.AbstractContextManager[object]:
+    if limit and _runner_limits == "soft":
+        return SoftLimit(limit)
+    if limit and _runner_limits == "hard":
+        return HardLimit(limit + HARD_LIMIT_GRACE, lambda: _end_process(task, limit))
+    return contextlib.nullcontext()
+
+
+def _end_process(task: Task, limit: float) -> None:
+    """End this pool process, whose handler ran on past its soft limit, after storing the failure
+    (on a thread of its own, waited for a few seconds: the database may not answer). If it is not
+    stored, the worker's main process stores it when the pool reports the process lost
+    (:mod:`tasks.pool_exits`), and failing that the stuck sweep."""
+    error = f"timed out after {limit}s; the handler went on, so its process was ended {HARD_LIMIT_GRACE:g}s later"
+    log.error("task.hard_time_limit", extra={"task_id": str(task.pk), "limit": limit})
+
+    def store() -> None:
+        try:
+            transitions.fail(task, error, permanent=False, delay=service.retry_delay(task))
+        except Exception as exc:
+            log.warning("task.outcome_unsaved", extra={"task_id": str(task.pk), "error": str(exc)})
+
+    storing = threading.Thread(target=store, name="helix-hard-limit", daemon=True)
+    storing.start()
+    storing.join(HARD_LIMIT_STORE_WAIT)
+    os._exit(HARD_LIMIT_EXIT)
 
 
 def execute(task: Task) -> Task | None:
@@ -158,7 +196,7 @@ def _run_handler(task: Task) -> Callable[[], Task | None]:
     """Run the handler; return the call that stores its outcome."""
     limit = service.time_limit(task)
     try:
-        with SoftLimit(limit) if limit and _limits_in_runner else contextlib.nullcontext():
+        with _time_limit(task, limit):
             result = get_task_type(task.task_type).handler(_Context(task), task.payload)
     except PermanentTaskFailure as exc:
         error = str(exc)
@@ -166,11 +204,11 @@ def _run_handler(task: Task) -> Callable[[], Task | None]:
     except SoftTimeLimitExceeded:
         _replace_connection()
         error = f"timed out after {limit}s"
-        return lambda: transitions.fail(task, error, permanent=False, delay=_delay(task))
+        return lambda: transitions.fail(task, error, permanent=False, delay=service.retry_delay(task))
     except Exception as exc:
         log.info("task.handler_error", extra={"task_id": str(task.pk), "error": repr(exc)})
         error = f"{type(exc).__name__}: {exc}"
-        return lambda: transitions.fail(task, error, permanent=False, delay=_delay(task))
+        return lambda: transitions.fail(task, error, permanent=False, delay=service.retry_delay(task))
     try:
         jsonvalue.encode(result)
     except ValueError as exc:  # the same result would come back at every attempt: fail at once
@@ -237,15 +275,7 @@ def _check_copy(task: Task, source: str, request: Any) -> None:
         verifier.record("mismatch", str(task.pk), source, mismatch)
 
 
-def _delay(task: Task) -> float:
-    cfg = get_config().tasks
-    configured = task.config.get("retry_delay_seconds")
-    return states.retry_delay(
-        task.retry_count, cfg.retry_backoff_base, cfg.retry_backoff_max, float(configured) if configured else None
-    )
-
-
-@shared_task(name="helixagent.run_task", bind=True, acks_late=True, ignore_result=True)
+@shared_task(name="helixagent.run_task", bind=True, acks_late=True, ignore_result=True, Request=pool_exits.RunRequest)
 def run_task(self: Any, task_id: str) -> str:
     """Claim and execute one task; a copy that finds the task already claimed does nothing.
 
@@ -299,15 +329,19 @@ def _relay_outbox() -> None:
 
 
 def _maintenance_loop(stop: threading.Event) -> None:
-    """Every worker, about once a second (row locks keep workers apart): recover stuck tasks,
-    publish due ones, relay the outbox, verify dual_write copies, watch for a rollback breach,
-    and every few seconds copy to PostgreSQL the tasks a mode change stranded in a broker.
+    """Every worker, about once a second (row locks keep workers apart): record the executions
+    whose pool process ended (:mod:`tasks.pool_exits`), recover stuck tasks, publish due ones,
+    relay the outbox, verify dual_write copies, watch for a rollback breach, and every few
+    seconds copy to PostgreSQL the tasks a mode change stranded in a broker.
     Each step fails on its own: a broken one does not stop the others. A turn ends at the first
     step the database does not answer; the outage is logged when it begins and when it ends."""
     cfg = get_config().tasks
     steps: list[tuple[Callable[[], object], float]] = [
         (_recover_stuck, min(cfg.stuck_threshold / 2, cfg.heartbeat_interval)),
         (service.dispatch_due, 0.0),
+        # after a step that reads the database at every turn: this one reads it only when a
+        # process ended, and a step that succeeds tells the outage log the database is back
+        (pool_exits.record, 0.0),
         (_relay_outbox, 0.0),
         (verifier.verify_due, 0.0),
         (guard.check, 0.0),

@@ -19,6 +19,7 @@ from tasks import routing, states, transitions
 from tasks.exceptions import InvalidTransition, TaskNotFound
 from tasks.models import Task
 from tasks.registry import get_task_type
+from tasks.timelimit import CELERY_BACKSTOP, HARD_LIMIT_GRACE
 
 #: a pending task untouched this long without a schedule is published by the dispatcher (a
 #: safety net: every path back to ``pending`` sets ``scheduled_at``).
@@ -140,7 +141,9 @@ def _send(task: Task) -> None:
     }
     limit = time_limit(task)
     if limit:
-        options.update(soft_time_limit=limit, time_limit=limit + 5)
+        # the runner ends a prefork process HARD_LIMIT_GRACE after the soft limit; Celery's own
+        # hard limit is the backstop for a process whose threads cannot run (tasks.timelimit)
+        options.update(soft_time_limit=limit, time_limit=limit + HARD_LIMIT_GRACE + CELERY_BACKSTOP)
     with producer() as current:
         run_task.apply_async(producer=current, **options)
 
@@ -151,6 +154,16 @@ def time_limit(task: Task) -> float | None:
     configured = task.config.get("timeout_seconds") if isinstance(task.config, dict) else None
     limit = float(configured) if configured else get_config().tasks.default_timeout
     return limit or None
+
+
+def retry_delay(task: Task) -> float:
+    """Seconds before the next attempt of ``task`` after a failed one: its own
+    ``config.retry_delay_seconds``, else the configured exponential backoff."""
+    cfg = get_config().tasks
+    configured = task.config.get("retry_delay_seconds") if isinstance(task.config, dict) else None
+    return states.retry_delay(
+        task.retry_count, cfg.retry_backoff_base, cfg.retry_backoff_max, float(configured) if configured else None
+    )
 
 
 def reenqueue(task_ids: list[uuid.UUID] | list[str]) -> int:

@@ -1,8 +1,10 @@
 """Faults with real worker processes: SIGKILL mid-task and a SIGTERM with tasks in hand (both in
-every migration mode), and two workers sharing one queue."""
+every migration mode), a pool process ended under its task, and two workers sharing one queue."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter
 from typing import Any
 
@@ -11,6 +13,7 @@ from django.db.models import Count
 
 from migration.models import QueueMessage
 from tasks.models import Task, TaskEvent
+from tests import task_types  # noqa: F401  # registers the types the workers import too
 from tests.conftest import ModeSetting, wait_for
 from tests.helpers import completed_once, event_path, submit, wait_completed, wait_status
 
@@ -49,6 +52,35 @@ def test_a_task_that_keeps_killing_its_worker_ends_in_dead_letter(api: Any, star
     assert task.status == "dead_letter" and task.last_error.startswith("worker lost"), (task.status, task.last_error)
     path = event_path(task_id)
     assert path.count("running") == 2 and path[-2:] == ["stuck", "dead_letter"], path
+
+
+#: a prefork worker that would leave a lost execution to the stuck sweep only after a minute
+PREFORK_WORKER = {"pool": "prefork", "concurrency": 2, "HELIX_STUCK_THRESHOLD": "60"}
+
+
+def test_a_task_whose_pool_process_dies_is_retried_at_once(api: Any, start_worker: Any) -> None:
+    start_worker(**PREFORK_WORKER)
+    task_id = submit(api, "sleep", {"seconds": 2}, config={"max_retries": 1, "retry_delay_seconds": 0.1})
+    running = wait_status(task_id, "running", timeout=15)
+    os.kill(int(running.worker_id.rsplit(":", 1)[1]), signal.SIGKILL)  # the pool process, not the worker
+    task = wait_status(task_id, "completed", "dead_letter", timeout=20)
+    assert task.status == "completed" and task.last_error.startswith("worker lost: WorkerLostError"), task.last_error
+    assert event_path(task_id) == ["pending", "queued", "running", "pending", "queued", "running", "completed"]
+
+
+def test_a_handler_that_ignores_its_soft_time_limit_is_ended_and_the_worker_goes_on(
+    api: Any, start_worker: Any
+) -> None:
+    start_worker(**PREFORK_WORKER, HELIX_TASK_MODULES="tests.task_types")
+    config = {"timeout_seconds": 1, "max_retries": 2, "retry_delay_seconds": 0.1}
+    task_id = submit(api, "tests.stubborn", {"seconds": 60}, config=config)
+    task = wait_status(task_id, "completed", "failed", "dead_letter", timeout=60)  # about 6 s per attempt
+    assert task.status == "dead_letter"
+    assert task.last_error == "timed out after 1.0s; the handler went on, so its process was ended 5s later"
+    assert event_path(task_id).count("running") == 3 and "stuck" not in event_path(task_id)
+    # Three pool processes were ended. Ended from outside, one could leave the pool's result
+    # queue locked, and then no task ran again on this worker.
+    wait_completed([submit(api, "noop", {}) for _ in range(10)], timeout=30)
 
 
 def test_two_workers_complete_two_thousand_tasks_exactly_once(api: Any, start_worker: Any) -> None:

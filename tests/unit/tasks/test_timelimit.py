@@ -1,4 +1,5 @@
-"""The soft time limit the runner raises itself on the threads and solo pools (:mod:`tasks.timelimit`)."""
+"""The time limits the runner enforces itself (:mod:`tasks.timelimit`): the soft one on the threads and
+solo pools, the hard one in prefork pool processes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from tasks.timelimit import SoftLimit
+from tasks.timelimit import HardLimit, SoftLimit
 
 
 def test_a_block_still_running_at_the_limit_is_interrupted() -> None:
@@ -44,3 +45,24 @@ def test_nothing_is_raised_after_the_block_has_ended() -> None:
             pass  # raised while the block ran, or as it ended: both are in time
         time.sleep(0.002)  # a late exception would be raised here, outside the try
     time.sleep(0.05)
+
+
+def test_a_hard_limit_ends_a_block_still_running_and_the_block_waits_for_the_end() -> None:
+    ended: list[float] = []
+
+    def end() -> None:  # in a worker, this ends the process
+        time.sleep(0.3)
+        ended.append(time.monotonic())
+
+    with HardLimit(0.1, end):
+        time.sleep(0.15)
+    left = time.monotonic()
+    assert len(ended) == 1 and left >= ended[0], "the block was left while the process was being ended"
+
+
+def test_a_hard_limit_does_nothing_once_the_block_has_ended() -> None:
+    ended: list[str] = []
+    with HardLimit(0.1, lambda: ended.append("ended")):
+        pass
+    time.sleep(0.2)
+    assert ended == []
