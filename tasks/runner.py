@@ -276,17 +276,21 @@ def _check_copy(task: Task, source: str, request: Any) -> None:
 
 
 @shared_task(name="helixagent.run_task", bind=True, acks_late=True, ignore_result=True, Request=pool_exits.RunRequest)
-def run_task(self: Any, task_id: str) -> str:
+def run_task(self: Any, *args: Any, **kwargs: Any) -> str:
     """Claim and execute one task; a copy that finds the task already claimed does nothing.
 
     When the database cannot be reached before the handler runs, the message is rejected back
     to the queue rather than acknowledged, so the task is not lost; a claim it may have made is
     recovered as stuck. Once the handler has run, its outcome waits for the database instead.
     """
-    if envelope.task_id(task_id) is None:  # no HelixAgent producer wrote this message:
-        log.error("task.invalid_message", extra={"task_id": repr(task_id)[:200], "message_id": self.request.id})
-        # its claim's query would raise, and Celery would acknowledge it as a failed task
-        raise Reject(f"not a task id: {task_id!r:.200}", requeue=False)  # dead-lettered where the broker can
+    given = _task_id_argument(args, kwargs)
+    if envelope.task_id(given) is None:  # no HelixAgent producer wrote this message:
+        arguments = f"{(args, kwargs)!r:.200}"
+        log.error("task.invalid_message", extra={"arguments": arguments, "message_id": self.request.id})
+        # a claim's query would raise on it, or the call itself: Celery would acknowledge either
+        # as a failed task
+        raise Reject(f"not one task id: {arguments}", requeue=False)  # dead-lettered where the broker can
+    task_id = str(given)
     close_old_connections()  # as at the start of a request: drop broken or expired connections
     worker_id = f"{self.request.hostname}:{os.getpid()}"
     try:
@@ -304,6 +308,15 @@ def run_task(self: Any, task_id: str) -> str:
         time.sleep(1.0)  # do not spin through the queue while the database is away
         raise Reject(str(exc), requeue=True) from None  # Celery logs it: the line above says why
     return outcome.status if outcome else "superseded"
+
+
+def _task_id_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``run_task``'s one argument, however the message passes it; None for any other arguments."""
+    if len(args) == 1 and not kwargs:
+        return args[0]
+    if not args and list(kwargs) == ["task_id"]:
+        return kwargs["task_id"]
+    return None
 
 
 _stale_watch = StaleWatch()

@@ -74,7 +74,7 @@ def dead_lettered() -> list[bytes]:
     return bodies
 
 
-def test_on_rabbitmq_an_undecodable_body_an_unknown_task_and_a_task_without_a_task_id_are_dead_lettered(
+def test_on_rabbitmq_an_undecodable_body_an_unknown_task_and_a_task_without_one_task_id_are_dead_lettered(
     api: Any, start_worker: Any, switch_mode: Any
 ) -> None:
     setting = ModeSetting("messaging", broker="rabbitmq")
@@ -83,10 +83,12 @@ def test_on_rabbitmq_an_undecodable_body_an_unknown_task_and_a_task_without_a_ta
     run = uuid.uuid4().hex
     undecodable, unknown = f"not json {run}".encode(), json.dumps([[run], {}, {}]).encode()
     no_task_id = json.dumps([[f"job-{run}"], {}, {}]).encode()
+    two_arguments = json.dumps([[str(uuid.uuid4()), run], {}, {}]).encode()
     messages = [
         (undecodable, {}),
         (unknown, {"id": run, "task": "another.app.job"}),
         (no_task_id, {"id": run, "task": "helixagent.run_task"}),
+        (two_arguments, {"id": run, "task": "helixagent.run_task"}),
     ]
     with Connection(require_env("RABBITMQ_URL"), connect_timeout=5) as conn:
         producer = conn.Producer()

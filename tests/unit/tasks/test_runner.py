@@ -55,3 +55,20 @@ def test_a_progress_report_the_database_cannot_take_is_dropped_and_said_once(
         for percent in (10, 20, 30):
             context.progress(percent)  # does not raise into the handler
     assert [r.getMessage() for r in caplog.records] == ["task.progress_unsaved"]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "found"),
+    [
+        (("a-task-id",), {}, "a-task-id"),
+        ((), {"task_id": "a-task-id"}, "a-task-id"),
+        ((), {}, None),
+        (("a-task-id", "more"), {}, None),
+        (("a-task-id",), {"task_id": "another"}, None),
+        ((), {"id": "a-task-id"}, None),
+    ],
+)
+def test_a_message_names_its_task_by_one_argument_given_either_way(
+    args: tuple[object, ...], kwargs: dict[str, object], found: object
+) -> None:
+    assert runner._task_id_argument(args, kwargs) == found
