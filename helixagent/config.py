@@ -66,6 +66,7 @@ class TasksConfig:
     retry_backoff_base: float = 2.0
     retry_backoff_max: float = 300.0
     default_timeout: float = 300.0
+    pool_stall_timeout: float = 60.0
     modules: tuple[str, ...] = ()
 
 
@@ -112,6 +113,7 @@ ENV_OVERRIDES: dict[str, tuple[str | None, str]] = {
     "HELIX_RETRY_BACKOFF_BASE": ("tasks", "retry_backoff_base"),
     "HELIX_DEFAULT_TIMEOUT": ("tasks", "default_timeout"),
     "HELIX_TASK_MODULES": ("tasks", "modules"),
+    "HELIX_POOL_STALL_TIMEOUT": ("tasks", "pool_stall_timeout"),
     "HELIX_API_DATABASE_POOL": ("api", "database_pool"),
     "HELIX_API_DATABASE_TIMEOUT": ("api", "database_timeout"),
 }
@@ -205,6 +207,8 @@ def _validate(config: Config) -> None:
         )
     if t.default_timeout < 0:
         raise ConfigError("tasks.default_timeout: must be 0 (no limit) or more")
+    if t.pool_stall_timeout <= 0:
+        raise ConfigError("tasks.pool_stall_timeout: must be positive")
     if config.api.database_pool < 0 or config.api.database_timeout <= 0:
         raise ConfigError("api.database_pool: must be 0 or more; api.database_timeout: must be positive")
 

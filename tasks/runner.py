@@ -29,7 +29,7 @@ from helixagent.config import get_config
 from helixagent.logging import Outage, get_logger
 from migration import envelope, guard, lost, modes, outbox, stranded, verifier
 from migration.pgqueue import transport as pgqueue
-from tasks import jsonvalue, pool_exits, service, states, transitions
+from tasks import jsonvalue, pool_exits, pool_stall, service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
 from tasks.registry import get_task_type
@@ -400,9 +400,12 @@ _stop_maintenance = threading.Event()
 
 
 @worker_ready.connect
-def _start_maintenance(**_: Any) -> None:
+def _start_maintenance(sender: Any, **_: Any) -> None:
     threading.Thread(target=_maintenance_loop, args=(_stop_maintenance,), name="helix-maintenance", daemon=True).start()
     threading.Thread(target=_lost_copy_loop, args=(_stop_maintenance,), name="helix-lost-copies", daemon=True).start()
+    if _runner_limits == "hard":  # prefork: billiard's pool, whose processes share locks
+        watch = (sender.pool._pool, get_config().tasks.pool_stall_timeout, _stop_maintenance)
+        threading.Thread(target=pool_stall.watch, args=watch, name="helix-pool-watch", daemon=True).start()
 
 
 @worker_shutting_down.connect

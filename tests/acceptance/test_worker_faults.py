@@ -83,6 +83,19 @@ def test_a_handler_that_ignores_its_soft_time_limit_is_ended_and_the_worker_goes
     wait_completed([submit(api, "noop", {}) for _ in range(10)], timeout=30)
 
 
+def test_a_worker_whose_pool_stalled_ends_and_its_tasks_run_on_another(api: Any, start_worker: Any) -> None:
+    stalled = start_worker(**PREFORK_WORKER, HELIX_TASK_MODULES="tests.task_types", HELIX_POOL_STALL_TIMEOUT="3")
+    jam = submit(api, "tests.jam_pool", config={"max_retries": 0})
+    wait_status(jam, "running", "dead_letter", timeout=15)
+    later = [submit(api, "noop") for _ in range(3)]
+    wait_for(lambda: stalled.process.poll() is not None, 60, 0.2, what="the stalled worker to end")
+    assert "worker.pool_stalled" in stalled.log_path.read_text()
+    start_worker("w2")
+    wait_completed(later, timeout=60)
+    completed_once(later)
+    assert wait_status(jam, "completed", "failed", "dead_letter", timeout=30).status == "dead_letter"
+
+
 def test_two_workers_complete_two_thousand_tasks_exactly_once(api: Any, start_worker: Any) -> None:
     start_worker("w1", concurrency=4)
     start_worker("w2", concurrency=4)

@@ -108,3 +108,9 @@ def test_task_modules_come_as_a_list_from_the_file_and_separated_by_commas_from_
         load_config(path, environ={"HELIX_TASK_MODULES": "billing/tasks.py"})
     with pytest.raises(ConfigError, match=r"tasks\.modules: expected a list of module names"):
         load_config(write(tmp_path, "tasks:\n  modules: {billing: tasks}\n"), environ={})
+
+
+def test_a_pool_stall_timeout_must_be_positive(tmp_path: Path) -> None:
+    assert load_config(tmp_path / "missing.yaml", environ={}).tasks.pool_stall_timeout == 60.0
+    with pytest.raises(ConfigError, match=r"tasks\.pool_stall_timeout: must be positive"):
+        load_config(tmp_path / "missing.yaml", environ={"HELIX_POOL_STALL_TIMEOUT": "0"})
