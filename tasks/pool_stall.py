@@ -21,15 +21,12 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from helixagent.logging import get_logger
 
 log = get_logger("tasks.pool_stall")
-
-#: the exit status of a worker that ended over a stalled pool (``EX_SOFTWARE``)
-STALLED_EXIT = 70
 
 
 class StallWatch:
@@ -42,11 +39,11 @@ class StallWatch:
     def stalled(self, jobs: Iterable[tuple[int, bool]], processes: int, now: float) -> bool:
         """``jobs``: (job id, taken by a process) for every job handed to the pool and not done."""
         jobs = list(jobs)
-        waiting = {job for job, taken in jobs if not taken}
-        self._waiting_since = {job: self._waiting_since.get(job, now) for job in waiting}
-        if sum(taken for _, taken in jobs) >= processes:  # every process has a job: a backlog
-            self._waiting_since = {job: now for job in waiting}
+        waiting = [job for job, taken in jobs if not taken]
+        if len(jobs) - len(waiting) >= processes:  # every process has a job: a backlog
+            self._waiting_since = dict.fromkeys(waiting, now)
             return False
+        self._waiting_since = {job: self._waiting_since.get(job, now) for job in waiting}
         return any(now - since >= self.timeout for since in self._waiting_since.values())
 
 
@@ -62,10 +59,10 @@ def _end_worker(pool: Any) -> None:
     for process in list(pool._pool):
         with contextlib.suppress(OSError):  # gone already
             os.kill(process.pid, signal.SIGKILL)
-    os._exit(STALLED_EXIT)
+    os._exit(os.EX_SOFTWARE)
 
 
-def watch(pool: Any, timeout: float, stop: threading.Event, end: Callable[[Any], None] = _end_worker) -> None:
+def watch(pool: Any, timeout: float, stop: threading.Event) -> None:
     """Sample ``pool`` (a billiard pool) every second until ``stop``; end the worker when stalled."""
     stall = StallWatch(timeout)
     while not stop.wait(1.0):
@@ -74,5 +71,4 @@ def watch(pool: Any, timeout: float, stop: threading.Event, end: Callable[[Any],
                 "worker.pool_stalled",
                 extra={"seconds": timeout, "processes": pool._processes, "jobs": len(pool._cache)},
             )
-            end(pool)
-            return
+            _end_worker(pool)

@@ -131,9 +131,6 @@ _heartbeat = _Heartbeat()
 #: soft limit, the hard one (:mod:`tasks.timelimit` says why)
 _runner_limits = ""
 
-#: the exit status of a pool process ended at its task's hard time limit (``EX_SOFTWARE``)
-HARD_LIMIT_EXIT = 70
-
 #: seconds a pool process ending at a hard limit waits to store its task's failure
 HARD_LIMIT_STORE_WAIT = 5.0
 
@@ -173,7 +170,7 @@ def _end_process(task: Task, limit: float) -> None:
     storing = threading.Thread(target=store, name="helix-hard-limit", daemon=True)
     storing.start()
     storing.join(HARD_LIMIT_STORE_WAIT)
-    os._exit(HARD_LIMIT_EXIT)
+    os._exit(os.EX_SOFTWARE)
 
 
 def execute(task: Task) -> Task | None:
