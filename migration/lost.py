@@ -16,22 +16,31 @@ answer in time may hold a task that gets a copy anyway: the claim runs it once.
 
 ``dual_write`` keeps two copies and its verifier reports a missing one; only tasks whose
 ``published_to`` names the broker alone are looked at here.
+
+The PostgreSQL queue can lose copies too: ``celery purge`` empties its task queues, and an
+operator can delete its rows. Its table is read directly, in every mode (each one consumes it):
+a task whose only copy went there, still ``queued``, with no message there, lost it. A message
+stays in the table while a worker holds it, so no worker needs asking. So purging a queue, on
+any broker, never drops a task: cancelling the task does.
 """
 
 from __future__ import annotations
 
 import uuid
 import zlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from celery.worker import state as worker_state
 from celery.worker.control import inspect_command
+from django.db import connection
+from django.db.models import CharField, Exists, OuterRef
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from helixagent.logging import get_logger
 from migration import modes, state
-from migration.models import OutboxMessage
+from migration.models import OutboxMessage, QueueMessage
 from migration.stranded import copy_batches
 
 if TYPE_CHECKING:
@@ -47,6 +56,9 @@ LOCK_KEY = zlib.crc32(b"helixagent.migration.lost")
 KAFKA_ALL_QUEUES = "*"
 #: seconds the sweep waits for the workers' answers to ``helix_held``.
 HELD_REPLY_TIMEOUT = 3.0
+#: how long a task must have waited before its missing PostgreSQL copy counts as lost. A copy
+#: commits with its row, so this only keeps clear of clocks that differ between hosts.
+POSTGRESQL_GRACE = timedelta(seconds=5)
 
 
 class Sightings:
@@ -106,6 +118,29 @@ def reenqueue() -> int:
                 return moved
         moved += _copy_lost(broker, queue, empty_at, held)
     return moved
+
+
+def restore_postgresql_copies() -> int:
+    """Give a PostgreSQL copy to each task whose only copy went to the PostgreSQL queue and is
+    no longer there (a purged or deleted queue); returns how many were given one."""
+    moved = copy_batches(LOCK_KEY, lambda after: _without_postgresql_copy(timezone.now() - POSTGRESQL_GRACE, after))
+    if moved:
+        log.warning("migration.lost_copies_reenqueued", extra={"count": moved, "broker": modes.POSTGRESQL})
+    return moved
+
+
+def _without_postgresql_copy(before: datetime, after: uuid.UUID | None) -> list[uuid.UUID]:
+    """The next batch of tasks ``queued`` on PostgreSQL alone since before ``before``; on
+    PostgreSQL, only those without a message there (``copy_batches`` checks that on any database)."""
+    from tasks.models import Task
+
+    waiting = Task.objects.filter(status="queued", published_to=modes.POSTGRESQL, updated_at__lt=before)
+    if connection.vendor == "postgresql":  # a message names its task as text (SQLite keeps the uuid as hex)
+        copies = QueueMessage.objects.filter(message_id=Cast(OuterRef("pk"), CharField()))
+        waiting = waiting.exclude(Exists(copies))
+    if after is not None:
+        waiting = waiting.filter(pk__gt=after)
+    return list(waiting.order_by("pk").values_list("pk", flat=True)[:BATCH])
 
 
 @inspect_command()  # type: ignore[untyped-decorator]

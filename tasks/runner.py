@@ -377,20 +377,21 @@ def _maintenance_loop(stop: threading.Event) -> None:
 
 
 def _lost_copy_loop(stop: threading.Event) -> None:
-    """Every ``messaging.lost_copy_interval``: copy to PostgreSQL the tasks whose broker copy was
-    lost (:mod:`migration.lost`). A thread of its own, because reading a broker that does not
-    answer takes seconds, which would hold back stuck recovery and the rollback guard. It lets
-    go of its database connection between turns; the maintenance loop logs database outages."""
+    """Every ``messaging.lost_copy_interval``: copy to PostgreSQL the tasks whose only copy the
+    PostgreSQL queue or a broker lost (:mod:`migration.lost`). A thread of its own, because
+    reading a broker that does not answer takes seconds, which would hold back stuck recovery
+    and the rollback guard. It lets go of its database connection between turns; the
+    maintenance loop logs database outages."""
     every = get_config().messaging.lost_copy_interval
     while not stop.wait(every):
-        try:
-            lost.reenqueue()
-        except DATABASE_ERRORS:
-            pass
-        except Exception:
-            log.warning("task.maintenance_failed", extra={"step": "lost.reenqueue"}, exc_info=True)
-        finally:
-            connections[DEFAULT_DB_ALIAS].close()
+        for step in (lost.restore_postgresql_copies, lost.reenqueue):
+            try:
+                step()
+            except DATABASE_ERRORS:
+                break
+            except Exception:
+                log.warning("task.maintenance_failed", extra={"step": f"lost.{step.__name__}"}, exc_info=True)
+        connections[DEFAULT_DB_ALIAS].close()
 
 
 _stop_maintenance = threading.Event()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +14,8 @@ from django.utils import timezone
 from helixagent.config import get_config
 from migration.models import QueueMessage
 from tasks.models import Task, TaskEvent
-from tests.conftest import wait_for
-from tests.helpers import event_path, submit, wait_status
+from tests.conftest import ROOT, process_env, wait_for
+from tests.helpers import completed_once, event_path, submit, wait_completed, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,6 +28,27 @@ def test_a_posted_task_runs_to_completion_and_leaves_no_message(api: Any, start_
     assert task.dispatch_source == "postgresql" and task.worker_id.startswith("w1@")
     assert event_path(task_id) == ["pending", "queued", "running", "completed"]
     wait_for(lambda: not QueueMessage.objects.filter(queue__startswith="helixagent.tasks").exists(), 5, what="ack")
+
+
+def test_tasks_whose_queue_was_emptied_by_celery_purge_complete_once(
+    api: Any, start_worker: Any, live_db_url: str, tmp_path: Path
+) -> None:
+    """``celery purge`` deletes the only copies of ten waiting tasks: a worker finds them
+    ``queued`` with no message and gives each a copy again. Purging drops no task."""
+    waited = [submit(api, "noop") for _ in range(10)]
+    purge = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "helixagent", "purge", "-f"],
+        cwd=ROOT,
+        env=process_env(live_db_url, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Purged 10 messages" in purge.stdout, purge.stdout + purge.stderr
+    worker = start_worker("w1", HELIX_LOST_COPY_INTERVAL="1")
+    wait_completed(waited, timeout=60)
+    completed_once(waited)
+    assert "migration.lost_copies_reenqueued" in worker.log_path.read_text()
 
 
 def test_a_failing_task_is_retried_with_backoff_and_then_succeeds(api: Any, start_worker: Any) -> None:

@@ -4,13 +4,16 @@ PostgreSQL (the rows are made by hand; the queue holds what the test puts in it)
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 from kombu import Connection
 
 from migration import lost
 from migration.models import QueueMessage
+from tasks import service
 from tasks.models import Task
 from tests.conftest import ModeSetting, purge_rabbitmq, require_env
 
@@ -63,3 +66,23 @@ def test_nothing_is_looked_at_outside_messaging_mode(switch_mode: Any) -> None:
     assert lost.reenqueue() == 0
     assert lost.reenqueue() == 0
     assert not pg_copies()
+
+
+@pytest.mark.parametrize(
+    "mode", [ModeSetting("legacy"), ModeSetting("messaging", broker="rabbitmq")], ids=lambda s: s.id
+)
+def test_a_task_whose_postgresql_copy_is_gone_gets_another(switch_mode: Any, mode: ModeSetting) -> None:
+    switch_mode(mode)
+    past = timezone.now() - lost.POSTGRESQL_GRACE - timedelta(seconds=1)
+    purged = waiting("postgresql")
+    copied = waiting("postgresql")
+    service.reenqueue([copied])  # its message is in the queue
+    both = waiting("postgresql+rabbitmq")  # dual_write: the verifier's
+    ended = waiting("postgresql", status="completed")
+    Task.objects.filter(pk__in=[purged, copied, both, ended]).update(updated_at=past)
+    just_queued = waiting("postgresql")  # within the grace
+
+    assert lost.restore_postgresql_copies() == 1
+    assert pg_copies() == {purged: 1, copied: 1}
+    assert lost.restore_postgresql_copies() == 0
+    assert just_queued not in pg_copies()
