@@ -29,7 +29,7 @@ from helixagent.config import get_config
 from helixagent.logging import Outage, get_logger
 from migration import envelope, guard, lost, modes, outbox, stranded, verifier
 from migration.pgqueue import transport as pgqueue
-from tasks import jsonvalue, pool_exits, pool_stall, service, states, transitions
+from tasks import jsonvalue, pool_stall, run_request, service, states, transitions
 from tasks.exceptions import PermanentTaskFailure
 from tasks.models import Task
 from tasks.registry import get_task_type
@@ -157,7 +157,7 @@ def _end_process(task: Task, limit: float) -> None:
     """End this pool process, whose handler ran on past its soft limit, after storing the failure
     (on a thread of its own, waited for a few seconds: the database may not answer). If it is not
     stored, the worker's main process stores it when the pool reports the process lost
-    (:mod:`tasks.pool_exits`), and failing that the stuck sweep."""
+    (:mod:`tasks.run_request`), and failing that the stuck sweep."""
     error = f"timed out after {limit}s; the handler went on, so its process was ended {HARD_LIMIT_GRACE:g}s later"
     log.error("task.hard_time_limit", extra={"task_id": str(task.pk), "limit": limit})
 
@@ -272,7 +272,7 @@ def _check_copy(task: Task, source: str, request: Any) -> None:
         verifier.record("mismatch", str(task.pk), source, mismatch)
 
 
-@shared_task(name="helixagent.run_task", bind=True, acks_late=True, ignore_result=True, Request=pool_exits.RunRequest)
+@shared_task(name="helixagent.run_task", bind=True, acks_late=True, ignore_result=True, Request=run_request.RunRequest)
 def run_task(self: Any, *args: Any, **kwargs: Any) -> str:
     """Claim and execute one task; a copy that finds the task already claimed does nothing.
 
@@ -340,9 +340,10 @@ def _relay_outbox() -> None:
 
 def _maintenance_loop(stop: threading.Event) -> None:
     """Every worker, about once a second (row locks keep workers apart): record the executions
-    whose pool process ended (:mod:`tasks.pool_exits`), recover stuck tasks, publish due ones,
-    relay the outbox, verify dual_write copies, watch for a rollback breach, and every few
-    seconds copy to PostgreSQL the tasks a mode change stranded in a broker.
+    whose pool process ended and the requests revoked through Celery (:mod:`tasks.run_request`),
+    recover stuck tasks, publish due ones, relay the outbox, verify dual_write copies, watch for
+    a rollback breach, and every few seconds copy to PostgreSQL the tasks a mode change stranded
+    in a broker.
     Each step fails on its own: a broken one does not stop the others. A turn ends at the first
     step the database does not answer; the outage is logged when it begins and when it ends."""
     cfg = get_config().tasks
@@ -350,8 +351,9 @@ def _maintenance_loop(stop: threading.Event) -> None:
         (_recover_stuck, min(cfg.stuck_threshold / 2, cfg.heartbeat_interval)),
         (service.dispatch_due, 0.0),
         # after a step that reads the database at every turn: this one reads it only when a
-        # process ended, and a step that succeeds tells the outage log the database is back
-        (pool_exits.record, 0.0),
+        # process ended or a request was revoked, and a step that succeeds tells the outage log
+        # the database is back
+        (run_request.record, 0.0),
         (_relay_outbox, 0.0),
         (verifier.verify_due, 0.0),
         (guard.check, 0.0),
@@ -404,6 +406,9 @@ def _start_maintenance(sender: Any, **_: Any) -> None:
     if _runner_limits == "hard":  # prefork: billiard's pool, whose processes share locks
         watch = (sender.pool._pool, get_config().tasks.pool_stall_timeout, _stop_maintenance)
         threading.Thread(target=pool_stall.watch, args=watch, name="helix-pool-watch", daemon=True).start()
+        if sender.pool.putlocks:  # a task handed to a full pool would hold the consuming loop
+            slots = sender.pool._pool._putlock  # a semaphore of the pool's free processes
+            pgqueue.deliver_while(lambda: slots._value > 0)
 
 
 @worker_shutting_down.connect

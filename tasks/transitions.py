@@ -270,9 +270,11 @@ def fail(task: Task, error: str, *, permanent: bool, delay: float) -> Task | Non
     )
 
 
-def cancel(task_id: TaskId, reason: str = "cancelled by request") -> Task | None:
-    """``pending|queued|running → cancelled``; a running handler's outcome is then discarded."""
-    return _apply(task_id, states.CANCELLED, states.CANCELLABLE, note=reason, completed_at=timezone.now())
+def cancel(task_id: TaskId, reason: str = "cancelled by request", waiting_only: bool = False) -> Task | None:
+    """``pending|queued|running → cancelled`` (only from ``pending|queued`` when ``waiting_only``);
+    a running handler's outcome is then discarded."""
+    expected = states.CLAIMABLE if waiting_only else states.CANCELLABLE
+    return _apply(task_id, states.CANCELLED, expected, note=reason, completed_at=timezone.now())
 
 
 def redrive(task_id: TaskId) -> Task | None:

@@ -32,6 +32,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -70,6 +71,22 @@ def stop_consuming() -> None:
     ring_all()
 
 
+#: whether the worker's pool can start one more task at once (:func:`deliver_while`); None: always
+_pool_has_room: Callable[[], bool] | None = None
+
+
+def deliver_while(has_room: Callable[[], bool] | None) -> None:
+    """Deliver task messages only while ``has_room()`` (None: always).
+
+    A prefork worker on a synchronous transport hands each delivered task to its pool at once,
+    and waits there for a free process. Meanwhile its consuming loop does nothing else: no
+    remote control (``celery inspect ping``, Flower, revocations) until a task ends. Held back,
+    a message waits in the consumer's buffer instead, where a revocation still reaches it and a
+    warm shutdown hands it back."""
+    global _pool_has_room
+    _pool_has_room = has_room
+
+
 def row_id(delivery_tag: str) -> int:
     """The queue row of a delivery tag (``"<row id>.<delivery count>"``)."""
     return int(str(delivery_tag).split(".", 1)[0])
@@ -89,6 +106,13 @@ class QoS(virtual.QoS):
         transport = self.channel.connection
         if transport is not None:  # None once the channel closed: no loop waits on it any more
             transport.room_freed()
+
+    def can_consume(self) -> bool:
+        """Room in the prefetch window and, on a channel that has one (Celery's task consumer;
+        remote control and events have none), in the worker's pool (:func:`deliver_while`)."""
+        if not super().can_consume():
+            return False
+        return not self.prefetch_count or _pool_has_room is None or _pool_has_room()
 
     def ack(self, delivery_tag: str) -> None:
         self.channel.ack_later(row_id(delivery_tag))
