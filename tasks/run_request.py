@@ -118,21 +118,19 @@ def record() -> int:
 
 
 def _record(note: Ended | Revoked) -> bool:
-    if isinstance(note, Revoked) and not note.worker_id:
-        if transitions.cancel(note.task_id, reason=note.reason, waiting_only=True) is None:
+    running = None
+    if note.worker_id:  # the execution it names, if still running
+        running = Task.objects.filter(pk=note.task_id, status=states.RUNNING, worker_id=note.worker_id).first()
+    if isinstance(note, Revoked) and (running is None or running.config.get("allow_cancel") is not False):
+        # the task while it waits (a terminate can land before the claim), or the ended execution
+        if transitions.cancel(note.task_id, reason=note.reason, waiting_only=running is None) is None:
             return False  # it ran from another copy, or ended before the revocation
         log.warning("task.revoked", extra={"task_id": note.task_id, "reason": note.reason})
         return True
-    task = Task.objects.filter(pk=note.task_id, status=states.RUNNING, worker_id=note.worker_id).first()
-    if task is None:
+    if running is None:
         return False
-    if isinstance(note, Revoked) and task.config.get("allow_cancel") is not False:
-        if transitions.cancel(task.pk, reason=note.reason) is None:
-            return False
-        log.warning("task.revoked", extra={"task_id": note.task_id, "reason": note.reason})
-        return True
     error = note.error if isinstance(note, Ended) else f"{note.reason}; this task does not allow cancelling it"
-    if transitions.fail(task, error, permanent=False, delay=service.retry_delay(task)) is None:
+    if transitions.fail(running, error, permanent=False, delay=service.retry_delay(running)) is None:
         return False
     log.warning("task.pool_process_ended", extra={"task_id": note.task_id, "error": error})
     return True

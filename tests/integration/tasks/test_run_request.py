@@ -43,6 +43,11 @@ def test_a_terminated_execution_is_cancelled_unless_its_task_forbids_it() -> Non
     assert Task.objects.get(pk=forbidden).last_error.endswith("this task does not allow cancelling it")
 
 
+def test_a_terminate_that_lands_before_the_claim_cancels_the_waiting_task() -> None:
+    waiting = task("queued")
+    assert record(Revoked(waiting, "terminated through Celery (signal 15)", "w1@h:7")) == {waiting: "cancelled"}
+
+
 def test_a_note_about_another_execution_changes_nothing() -> None:
     elsewhere = task("running", "w2@h:9")  # claimed again since, by another process
     statuses = record(
