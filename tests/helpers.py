@@ -1,15 +1,18 @@
 """Helpers the integration and acceptance tests share: submit tasks, wait on the task table, call
-a served API."""
+a served API, run the ``celery`` command."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from email.message import Message
+from pathlib import Path
 from typing import Any
 
 from django.db import connections
@@ -17,7 +20,20 @@ from django.db.models import Count
 
 from tasks import service, states
 from tasks.models import Task, TaskEvent
-from tests.conftest import wait_for
+from tests.conftest import ROOT, process_env, wait_for
+
+
+def celery(live_db_url: str, tmp_path: Path, *args: str, **env: str) -> str:
+    """Run ``celery -A helixagent ARGS`` as an operator would; return what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "helixagent", *args],
+        cwd=ROOT,
+        env=process_env(live_db_url, tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout + result.stderr
 
 
 def http_call(url: str, key: str, body: bytes | None = None) -> tuple[int, Message, dict[str, Any]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -14,8 +12,8 @@ from django.utils import timezone
 from helixagent.config import get_config
 from migration.models import QueueMessage
 from tasks.models import Task, TaskEvent
-from tests.conftest import ROOT, process_env, wait_for
-from tests.helpers import completed_once, event_path, submit, wait_completed, wait_status
+from tests.conftest import wait_for
+from tests.helpers import celery, completed_once, event_path, submit, wait_completed, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,15 +34,8 @@ def test_tasks_whose_queue_was_emptied_by_celery_purge_complete_once(
     """``celery purge`` deletes the only copies of ten waiting tasks: a worker finds them
     ``queued`` with no message and gives each a copy again. Purging drops no task."""
     waited = [submit(api, "noop") for _ in range(10)]
-    purge = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "helixagent", "purge", "-f"],
-        cwd=ROOT,
-        env=process_env(live_db_url, tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert "Purged 10 messages" in purge.stdout, purge.stdout + purge.stderr
+    purged = celery(live_db_url, tmp_path, "purge", "-f")
+    assert "Purged 10 messages" in purged, purged
     worker = start_worker("w1", HELIX_LOST_COPY_INTERVAL="1")
     wait_completed(waited, timeout=60)
     completed_once(waited)

@@ -16,22 +16,9 @@ import pytest
 
 from migration.models import QueueMessage
 from tests.conftest import ROOT, ModeSetting, free_port, process_env, purge_rabbitmq, wait_for
-from tests.helpers import event_path, submit, wait_completed, wait_status
+from tests.helpers import celery, event_path, submit, wait_completed, wait_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def celery(live_db_url: str, tmp_path: Path, *args: str, **env: str) -> str:
-    """Run ``celery -A helixagent ARGS`` as an operator would; return what it printed."""
-    result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "helixagent", *args],
-        cwd=ROOT,
-        env=process_env(live_db_url, tmp_path, **env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return result.stdout + result.stderr
 
 
 def test_celery_inspect_ping_reaches_the_worker(
