@@ -84,6 +84,8 @@ class RunRequest(Request):  # type: ignore[misc]  # Celery ships no type hints
             self._note_end(f"worker lost: {type(exc).__name__}: {exc}")
 
     def _announce_revoked(self, reason: str, terminated: bool, signum: Any, expired: bool) -> None:
+        # every revocation passes here; the ``task_revoked`` signal carries no pool process id,
+        # which names the execution a terminate ended
         super()._announce_revoked(reason, terminated, signum, expired)
         if not self.args:
             return
